@@ -38,6 +38,7 @@ class EvalConfig:
     limit: int | None = None  # evaluate an evenly spaced subset of this many pairs
     max_new_tokens: int = 256
     batch_size: int = 8
+    engine: str = "vllm"  # generation for --model: vllm (offline engine, fast) or hf (transformers generate)
     preference: bool = True
     generation: bool = True
     output: str = "runs/eval"
@@ -47,6 +48,8 @@ class EvalConfig:
             raise ValueError("give exactly one of --model or --endpoint")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.engine not in ("vllm", "hf"):
+            raise ValueError(f"--engine must be vllm or hf, got {self.engine!r}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("--max-new-tokens and --batch-size must be >= 1")
         if self.endpoint is not None:
@@ -66,6 +69,7 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--limit", type=int, help="evaluate an evenly spaced subset of N pairs")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="generation engine for --model")
     p.add_argument("--no-preference", dest="preference", action="store_false", help="skip preference accuracy")
     p.add_argument("--no-generation", dest="generation", action="store_false", help="skip instruction following")
     p.add_argument("--output", default="runs/eval", help="output folder (replaced if it exists)")
@@ -105,7 +109,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def _instruction_following(cfg: EvalConfig, rows: list[dict], model, tokenizer) -> tuple[dict, list[dict]]:
-    from evaluation.generate import generate_endpoint, generate_hf
+    from evaluation.generate import generate_endpoint, generate_hf, generate_vllm
     from evaluation.instruct import score_responses
 
     usable = [r for r in rows if r.get("constraints")]
@@ -117,6 +121,8 @@ def _instruction_following(cfg: EvalConfig, rows: list[dict], model, tokenizer) 
     t = time.perf_counter()
     if cfg.endpoint is not None:
         texts = generate_endpoint(cfg.endpoint, prompts, cfg.api_key, cfg.served_model, cfg.max_new_tokens)
+    elif cfg.engine == "vllm":
+        texts = generate_vllm(result_model_dir(cfg), prompts, cfg.max_new_tokens)
     else:
         texts = generate_hf(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
     elapsed = time.perf_counter() - t
@@ -128,6 +134,12 @@ def _instruction_following(cfg: EvalConfig, rows: list[dict], model, tokenizer) 
         for r, p, x in zip(usable, prompts, texts, strict=True)
     ]
     return scores, responses
+
+
+def result_model_dir(cfg: EvalConfig):
+    from core.models import resolve_model
+
+    return resolve_model(cfg.model)
 
 
 def to_markdown(result: dict[str, Any]) -> str:

@@ -90,3 +90,28 @@ def _first_model(client) -> str:
     if not data:
         raise EvalError("the endpoint serves no model")
     return data[0]["id"]
+
+
+def generate_vllm(model_dir: str, prompts: Sequence[Messages], max_new_tokens: int = 256) -> list[str]:
+    """Greedy chat generation with vLLM's offline engine: several times faster than HF generate on CPU.
+
+    vLLM serves fp32 checkpoints in bf16 on CPU, so answers can differ slightly from ``generate_hf``'s.
+    """
+    import os
+
+    for key, value in (
+        ("VLLM_CPU_KVCACHE_SPACE", "2"),
+        ("VLLM_CPU_OMP_THREADS_BIND", "auto"),
+        ("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
+        ("VLLM_NO_USAGE_STATS", "1"),
+        ("HF_HUB_OFFLINE", "1"),
+    ):
+        os.environ.setdefault(key, value)
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=str(model_dir), enforce_eager=True, max_model_len=2048, seed=0)
+    try:
+        outputs = llm.chat(list(prompts), SamplingParams(temperature=0.0, max_tokens=max_new_tokens), use_tqdm=True)
+        return [o.outputs[0].text.strip() for o in outputs]
+    finally:
+        del llm

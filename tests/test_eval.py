@@ -43,10 +43,24 @@ def test_mean_response_logprobs_matches_a_manual_forward(tiny_model_dir):
 
 def test_orpo_eval_end_to_end_on_tiny_model(tmp_path):
     out = tmp_path / "eval"
-    assert eval_main(["--model", "tiny-smollm2", "--limit", "6", "--max-new-tokens", "8", "--output", str(out)]) == 0
+    argv = ["--model", "tiny-smollm2", "--limit", "6", "--max-new-tokens", "8", "--engine", "hf", "--output", str(out)]
+    assert eval_main(argv) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["preference"]["pairs"] == 6
     assert 0.0 <= result["preference"]["preference_accuracy"] <= 1.0
     assert result["instruction_following"]["prompts"] == 6
     assert len((out / "responses.jsonl").read_text().splitlines()) == 6
     assert "preference accuracy" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_orpo_eval_vllm_engine_matches_prompt_count(tmp_path):
+    out = tmp_path / "eval"
+    argv = ["--model", "tiny-smollm2", "--limit", "4", "--max-new-tokens", "8", "--no-preference", "--output", str(out)]
+    assert eval_main(argv) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["instruction_following"]["prompts"] == 4 and "preference" not in result
+    responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    # a random model may emit only special tokens for a prompt, so one non-empty answer is what can be asked
+    assert len(responses) == 4 and any(r["response"] for r in responses)
