@@ -25,7 +25,7 @@ def render_pair(tokenizer, prompt: Any, response: Any) -> tuple[str, str]:
     return prompt, response
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def mean_response_logprobs(
     model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8, max_length: int = 1024
 ) -> torch.Tensor:
@@ -47,7 +47,8 @@ def mean_response_logprobs(
         loss_mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], dtype=torch.float32)
         input_ids, attention, loss_mask = (t.to(model.device) for t in (input_ids, attention, loss_mask))
         logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
-        token_logps = torch.gather(logits.log_softmax(-1), 2, input_ids[:, 1:, None]).squeeze(2)
+        # gather - logsumexp needs one [B, T] result instead of a second [B, T, V] log_softmax tensor
+        token_logps = torch.gather(logits, 2, input_ids[:, 1:, None]).squeeze(2) - logits.logsumexp(-1)
         mask = loss_mask[:, 1:]
         out.append((token_logps * mask).sum(1) / mask.sum(1).clamp(min=1))
     return torch.cat(out).cpu()
