@@ -1,0 +1,1 @@
+"""Export stage: merged HF model folder -> 4-bit GPTQ/AWQ folder that vLLM serves (``orpo-export``)."""

@@ -1,0 +1,1 @@
+"""Serving stage: an OpenAI-style HTTP server on vLLM's async engine (``orpo-serve``)."""

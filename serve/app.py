@@ -1,0 +1,142 @@
+"""The app factory: ``create_app(config, engine=None)``.
+
+With no engine given, the lifespan starts vLLM in the background: the server answers /health ("starting")
+and /ready (503) at once, and /ready turns 200 when the model is loaded (~20 s on the tiny model with
+enforce_eager). Passing an engine (tests use a fake one) makes the app ready as soon as it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from core.manifest import read_manifest
+from serve.admission import AdmissionGate
+from serve.config import ServeConfig
+from serve.engine import Engine, EngineStats
+from serve.errors import install_error_handlers
+from serve.metrics import ServeMetrics
+from serve.middleware import RequestContextMiddleware
+from serve.routers import chat, completions, docs, health, metrics, models
+from serve.service import GenerationService
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeState:
+    """Everything the routers reach through ``request.app.state.serve``."""
+
+    config: ServeConfig
+    metrics: ServeMetrics
+    gate: AdmissionGate
+    engine: Engine | None = None
+    service: GenerationService | None = None
+    provenance: dict[str, Any] | None = None
+    fatal: BaseException | None = None
+    started_at: float = field(default_factory=time.time)
+    on_fatal: Callable[[], None] | None = None
+    """Set by the CLI: stop the server when the engine cannot start."""
+
+    def attach(self, engine: Engine, model_dir: Path | None) -> None:
+        self.engine = engine
+        self.provenance = read_manifest(model_dir) if model_dir is not None and model_dir.is_dir() else None
+        self.service = GenerationService(engine, self.config, self.gate, self.metrics)
+
+    def engine_stats(self) -> EngineStats:
+        return self.engine.stats() if self.engine is not None else EngineStats()
+
+
+def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
+    state = ServeState(
+        config=config,
+        metrics=ServeMetrics(),
+        gate=AdmissionGate(config.max_concurrency, config.max_queue, config.retry_after_seconds),
+    )
+    state.metrics.bind(lambda: state.gate.in_flight, lambda: state.gate.waiting, state.engine_stats)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        starter = None
+        if engine is not None:
+            state.attach(engine, Path(config.model) if config.model else None)
+        else:
+            starter = asyncio.create_task(_start_vllm(state))
+        try:
+            yield
+        finally:
+            if starter is not None and not starter.done():
+                starter.cancel()
+            if state.engine is not None and engine is None:
+                await state.engine.shutdown()
+                logger.info("engine stopped")
+
+    app = FastAPI(
+        title="orpo-serve",
+        summary="OpenAI-compatible chat and text completions for an ORPO-trained model, on vLLM.",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=None,  # served by routers.docs, behind the API key
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.serve = state
+    install_error_handlers(app)
+    for module in (chat, completions, models, health, metrics, docs):
+        app.include_router(module.router)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, max_body_bytes=config.max_body_bytes)
+    return app
+
+
+async def _start_vllm(state: ServeState) -> None:
+    from core.models import resolve_model
+    from serve.engine import VllmEngine
+
+    started = time.perf_counter()
+    try:
+        model_dir = await asyncio.to_thread(resolve_model, state.config.model)
+        engine = await VllmEngine.start(state.config, model_dir)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        state.fatal = exc
+        logger.error("engine failed to start: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        if state.on_fatal is not None:
+            state.on_fatal()
+        return
+    state.attach(engine, model_dir)
+    logger.info(
+        "engine ready",
+        extra={
+            "model": state.config.model_name,
+            "max_model_len": engine.max_model_len,
+            "startup_s": round(time.perf_counter() - started, 1),
+        },
+    )
+
+
+async def drain(app: FastAPI, grace_seconds: float) -> bool:
+    """Stop admitting requests (/ready -> 503), then wait up to ``grace_seconds`` for the admitted ones."""
+    gate: AdmissionGate = app.state.serve.gate
+    gate.begin_drain()
+    logger.info("draining", extra={"in_flight": gate.in_flight, "waiting": gate.waiting, "grace_s": grace_seconds})
+    drained = await gate.wait_idle(grace_seconds)
+    logger.info("drained" if drained else "grace period over; stopping with requests in flight")
+    return drained

@@ -1,0 +1,197 @@
+"""Generation requests end to end, without HTTP: validate, tokenize, admit, run the engine, assemble responses.
+
+Routers call one method per endpoint; errors are raised as ``serve.errors`` types. Streaming methods return an
+async iterator only after the request was admitted and the engine produced its first output, so a full queue
+(429) or an input the engine rejects (400) still becomes a proper HTTP status instead of an in-stream error.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from serve import responses
+from serve.admission import AdmissionGate
+from serve.config import ServeConfig
+from serve.engine import Engine, EngineOutput, SamplingOptions
+from serve.errors import ContextLengthExceeded, EngineFailure, InvalidRequest, ModelNotFound
+from serve.metrics import ServeMetrics
+from serve.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ResponseFormatJsonObject,
+    ResponseFormatJsonSchema,
+    SamplingRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class GenerationService:
+    def __init__(self, engine: Engine, config: ServeConfig, gate: AdmissionGate, metrics: ServeMetrics) -> None:
+        self.engine = engine
+        self.config = config
+        self.gate = gate
+        self.metrics = metrics
+
+    # -- chat ---------------------------------------------------------------------------------------------------
+
+    async def chat(self, req: ChatCompletionRequest, request_id: str) -> ChatCompletionResponse:
+        prompt_ids, options = self._prepare_chat(req)
+        outputs = [out async for out in self._run(prompt_ids, options, request_id)]
+        return responses.chat_response(req, self.config.model_name, request_id, len(prompt_ids), outputs)
+
+    async def chat_stream(self, req: ChatCompletionRequest, request_id: str) -> AsyncIterator[ChatCompletionChunk]:
+        prompt_ids, options = self._prepare_chat(req)
+        outputs = self._run(prompt_ids, options, request_id)
+        first = await _prime(outputs)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return responses.chat_chunks(
+            self.config.model_name, request_id, len(prompt_ids), first, outputs, include_usage, options.logprobs
+        )
+
+    def _prepare_chat(self, req: ChatCompletionRequest) -> tuple[list[int], SamplingOptions]:
+        self._check_common(req)
+        if req.top_logprobs is not None and not req.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs=true", param="top_logprobs")
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        if self.config.log_prompts:
+            logger.info("chat prompt", extra={"messages": messages})
+        prompt_ids = self.engine.encode_chat(messages)
+        if req.max_completion_tokens is not None:
+            requested, param = req.max_completion_tokens, "max_completion_tokens"
+        else:
+            requested, param = req.max_tokens, "max_tokens"
+        max_tokens = self._max_tokens(len(prompt_ids), requested, param, prompt_param="messages")
+        json_schema, json_object = None, False
+        if isinstance(req.response_format, ResponseFormatJsonSchema):
+            json_schema = req.response_format.json_schema.json_schema or {"type": "object"}
+        elif isinstance(req.response_format, ResponseFormatJsonObject):
+            json_object = True
+        return prompt_ids, self._options(
+            req,
+            max_tokens,
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            json_schema=json_schema,
+            json_object=json_object,
+        )
+
+    # -- text completions ---------------------------------------------------------------------------------------
+
+    async def complete(self, req: CompletionRequest, request_id: str) -> CompletionResponse:
+        prompt_ids, options = self._prepare_completion(req)
+        outputs = [out async for out in self._run(prompt_ids, options, request_id)]
+        return responses.completion_response(self.config.model_name, request_id, len(prompt_ids), outputs)
+
+    async def complete_stream(self, req: CompletionRequest, request_id: str) -> AsyncIterator[CompletionResponse]:
+        prompt_ids, options = self._prepare_completion(req)
+        outputs = self._run(prompt_ids, options, request_id)
+        first = await _prime(outputs)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return responses.completion_chunks(
+            self.config.model_name, request_id, len(prompt_ids), first, outputs, include_usage
+        )
+
+    def _prepare_completion(self, req: CompletionRequest) -> tuple[list[int], SamplingOptions]:
+        self._check_common(req)
+        if req.echo:
+            raise InvalidRequest("echo is not supported", param="echo")
+        if req.suffix:
+            raise InvalidRequest("suffix is not supported", param="suffix")
+        if isinstance(req.prompt, str):
+            if self.config.log_prompts:
+                logger.info("completion prompt", extra={"prompt": req.prompt})
+            prompt_ids = self.engine.encode(req.prompt)
+        else:
+            prompt_ids = list(req.prompt)
+            bad = [t for t in prompt_ids if not 0 <= t < self.engine.vocab_size]
+            if bad:
+                raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary", param="prompt")
+        if not prompt_ids:
+            raise InvalidRequest("prompt is empty", param="prompt")
+        max_tokens = self._max_tokens(len(prompt_ids), req.max_tokens, "max_tokens", prompt_param="prompt")
+        return prompt_ids, self._options(req, max_tokens, logprobs=req.logprobs, add_special_tokens=True)
+
+    # -- shared -------------------------------------------------------------------------------------------------
+
+    def _check_common(self, req: SamplingRequest) -> None:
+        if req.model != self.config.model_name:
+            raise ModelNotFound(
+                f"model {req.model!r} does not exist; this server serves {self.config.model_name!r}", param="model"
+            )
+        if req.stream_options is not None and not req.stream:
+            raise InvalidRequest("stream_options is only allowed with stream=true", param="stream_options")
+        if req.n > 1 and req.temperature == 0:
+            raise InvalidRequest("n > 1 needs temperature > 0 (greedy choices would all be equal)", param="n")
+
+    def _max_tokens(self, prompt_len: int, requested: int | None, param: str, prompt_param: str) -> int:
+        limit, cap = self.engine.max_model_len, self.config.max_tokens_cap
+        if prompt_len >= limit:
+            raise ContextLengthExceeded(
+                f"the prompt is {prompt_len} tokens; this model's context length is {limit} tokens", param=prompt_param
+            )
+        if requested is None:
+            return min(cap, limit - prompt_len)
+        if requested > cap:
+            raise InvalidRequest(f"{param} is {requested}; this server allows at most {cap}", param=param)
+        if prompt_len + requested > limit:
+            raise ContextLengthExceeded(
+                f"prompt ({prompt_len} tokens) + {param} ({requested}) exceeds the context length {limit}", param=param
+            )
+        return requested
+
+    def _options(self, req: SamplingRequest, max_tokens: int, **kwargs) -> SamplingOptions:
+        return SamplingOptions(
+            max_tokens=max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            n=req.n,
+            stop=tuple(req.stop_list()),
+            seed=req.seed,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            ignore_eos=req.ignore_eos,
+            **kwargs,
+        )
+
+    async def _run(self, prompt_ids: list[int], options: SamplingOptions, request_id: str):
+        """Hold a slot for the whole generation; closing this iterator early aborts the engine request."""
+        async with self.gate.slot():
+            timer = self.metrics.generation(len(prompt_ids))
+            engine_request_id = f"{request_id}-{uuid.uuid4().hex[:8]}"  # client ids may repeat; engine ids must not
+            finish_reasons: list[str] = []
+            outcome = "aborted"  # client gone or error, unless the loop ends
+            try:
+                async for out in self.engine.generate(prompt_ids, options, engine_request_id):
+                    timer.output(sum(c.num_tokens for c in out.choices))
+                    finish_reasons += [c.finish_reason for c in out.choices if c.finish_reason]
+                    yield out
+                outcome = "finished"
+                timer.finish()
+            finally:
+                logger.info(
+                    "generation %s",
+                    outcome,
+                    extra={
+                        "prompt_tokens": len(prompt_ids),
+                        "completion_tokens": timer.completion_tokens,
+                        "n": options.n,
+                        "ttft_s": None if timer.ttft is None else round(timer.ttft, 4),
+                        "finish_reasons": finish_reasons,
+                    },
+                )
+
+
+async def _prime(outputs: AsyncIterator[EngineOutput]) -> EngineOutput:
+    """Wait for admission and the first engine output, so errors up to here get a real HTTP status."""
+    try:
+        return await anext(outputs)
+    except StopAsyncIteration:
+        raise EngineFailure("the engine returned no output") from None
+    except BaseException:
+        await outputs.aclose()
+        raise

@@ -1,0 +1,76 @@
+"""orpo-serve's config layering and its CLI's handling of bad input (no server is started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve.cli import main, parse_config
+from serve.config import ConfigError, ServeConfig, check_servable_model_dir
+from serve.engine import apply_cpu_env_defaults
+
+
+def test_defaults_then_env_then_flags(monkeypatch):
+    monkeypatch.setenv("ORPO_SERVE_PORT", "9001")
+    monkeypatch.setenv("ORPO_SERVE_MAX_QUEUE", "7")
+    monkeypatch.setenv("ORPO_SERVE_API_KEYS", "a, b")
+    monkeypatch.setenv("ORPO_SERVE_METRICS_AUTH", "true")
+    config = parse_config(["--port", "9002", "--api-key", "c"])
+    assert config.port == 9002  # flag beats env
+    assert config.max_queue == 7  # env beats default
+    assert config.api_keys == ("c",)
+    assert config.metrics_auth is True
+    assert config.host == "127.0.0.1" and config.max_concurrency == 64 and config.trust_remote_code is False
+    assert ServeConfig.from_env({"ORPO_SERVE_API_KEYS": "a, b"}).api_keys == ("a", "b")
+
+
+def test_model_name_defaults():
+    assert ServeConfig().model_name == "smollm2-135m-instruct"
+    assert ServeConfig(model="tiny-smollm2").model_name == "tiny-smollm2"
+    assert ServeConfig(model="/models/run-7/").model_name == "run-7"
+    assert ServeConfig(model="/models/x", served_model_name="prod").model_name == "prod"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["--port", "eighty"], {}, "invalid int value"),
+        (["--port", "70000"], {}, "port must be in"),
+        (["--max-concurrency", "0"], {}, "max_concurrency must be >= 1"),
+        (["--no-such-flag"], {}, "unrecognized arguments"),
+        ([], {"ORPO_SERVE_MAX_QUEUE": "many"}, "ORPO_SERVE_MAX_QUEUE"),
+        (["--api-key", "has space"], {}, "no whitespace"),
+        (["--model", "/does/not/exist"], {"HF_HUB_OFFLINE": "1"}, "no such folder"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(argv, env, fragment, capsys, monkeypatch):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("orpo-serve: error:") and fragment in err
+    assert "Traceback" not in err
+
+
+def test_pickle_only_model_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80")
+    with pytest.raises(ConfigError, match="safetensors"):
+        check_servable_model_dir(tmp_path)
+    assert main(["--model", str(tmp_path)]) == 2
+    assert "safetensors" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "--grace-seconds" in capsys.readouterr().out
+
+
+def test_cpu_env_defaults_do_not_override_the_operator():
+    env = {"VLLM_CPU_KVCACHE_SPACE": "3"}
+    apply_cpu_env_defaults(ServeConfig(kv_cache_gib=2), env)
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "auto" and env["HF_HUB_OFFLINE"] == "1"
+    assert env["VLLM_NO_USAGE_STATS"] == "1" and env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    import torch
+
+    assert env.get("VLLM_TARGET_DEVICE") == (None if torch.cuda.is_available() else "cpu")

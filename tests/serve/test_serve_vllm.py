@@ -1,0 +1,336 @@
+"""orpo-serve with the real vLLM engine on the tiny model: one server process for the whole module.
+
+The server is ``python -m serve`` on a free port; the fixture waits for /health, then /ready, by polling with
+a deadline, and always stops it. The SIGTERM test runs last and stops the shared server itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("vllm")
+openai = pytest.importorskip("openai")
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from core.models import TINY_NAME, resolve_model  # noqa: E402
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "integration-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MAX_TOKENS_CAP = 400
+START_DEADLINE_S = 240
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, deadline_s: float, what: str, server: Server | None = None, interval: float = 0.2):
+    """Poll ``predicate`` until it is truthy; fail with the server log if ``deadline_s`` passes first."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if server is not None and server.proc.poll() is not None:
+            pytest.fail(f"server exited ({server.proc.returncode}) while waiting for {what}:\n{server.log_tail()}")
+        try:
+            value = predicate()
+            if value:
+                return value
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    pytest.fail(f"timed out after {deadline_s} s waiting for {what}" + (f":\n{server.log_tail()}" if server else ""))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: this kills only what the fixture started
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Server:
+    resolve_model(TINY_NAME)  # build the tiny model before the clock starts
+    port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
+    argv = [sys.executable, "-m", "serve", "--model", TINY_NAME, "--port", str(port), "--max-model-len", "512"]
+    argv += ["--kv-cache-gib", "1", "--enforce-eager", "--api-key", KEY, "--max-tokens-cap", str(MAX_TOKENS_CAP)]
+    argv += ["--max-concurrency", "4", "--max-queue", "4", "--grace-seconds", "60"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    srv = Server(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_for(lambda: httpx.get(f"{srv.url}/health").status_code == 200, 60, "/health", srv)
+        wait_for(lambda: httpx.get(f"{srv.url}/ready").status_code == 200, START_DEADLINE_S, "/ready", srv)
+        yield srv
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def metric(server: Server, name: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+HI = [{"role": "user", "content": "Say hi."}]
+
+
+def test_models_lists_the_model_with_provenance(client, server):
+    (model,) = client.models.list().data
+    assert model.id == TINY_NAME
+    raw = httpx.get(f"{server.url}/v1/models", headers=AUTH).json()["data"][0]
+    assert raw["max_model_len"] == 512 and raw["provenance"]["model"] == TINY_NAME
+    assert httpx.get(f"{server.url}/version", headers=AUTH).json()["engine"].startswith("vllm")
+
+
+def test_stream_equals_non_stream_at_temperature_0(client):
+    for messages in (HI, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]):
+        plain = client.chat.completions.create(model=TINY_NAME, messages=messages, temperature=0, max_tokens=48)
+        stream = client.chat.completions.create(
+            model=TINY_NAME, messages=messages, temperature=0, max_tokens=48, stream=True
+        )
+        chunks = list(stream)
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert streamed == plain.choices[0].message.content
+        assert chunks[-1].choices[0].finish_reason == plain.choices[0].finish_reason
+
+
+def test_stop_sequence_truncates_greedy_output(client):
+    prompt = "Once upon a time, in a small village by the sea,"
+    full = client.completions.create(model=TINY_NAME, prompt=prompt, temperature=0, max_tokens=24).choices[0].text
+    k = next((k for k in range(2, len(full) - 2) if full[k : k + 2].strip() and full.find(full[k : k + 2]) == k), None)
+    assert k is not None, f"greedy output too repetitive to pick a stop string: {full!r}"
+    stopped = client.completions.create(
+        model=TINY_NAME, prompt=prompt, temperature=0, max_tokens=24, stop=[full[k : k + 2]]
+    ).choices[0]
+    assert stopped.text == full[:k] and stopped.finish_reason == "stop"
+
+
+def test_n_choices_and_usage_counts(client, server):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(TINY_NAME))
+    text = tokenizer.apply_chat_template(HI, add_generation_prompt=True, tokenize=False)
+    prompt_tokens = len(tokenizer.encode(text, add_special_tokens=False))
+    r = client.chat.completions.create(
+        model=TINY_NAME, messages=HI, n=3, temperature=1.0, seed=7, max_tokens=12, extra_body={"ignore_eos": True}
+    )
+    assert sorted(c.index for c in r.choices) == [0, 1, 2]
+    assert all(c.message.content and c.finish_reason == "length" for c in r.choices)
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (prompt_tokens, 36)
+    assert r.usage.total_tokens == prompt_tokens + 36
+    stream = client.chat.completions.create(
+        model=TINY_NAME,
+        messages=HI,
+        max_tokens=5,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    last = list(stream)[-1]
+    assert last.choices == [] and (last.usage.prompt_tokens, last.usage.completion_tokens) == (prompt_tokens, 5)
+
+
+def test_json_output_parses(client):
+    # The tiny model is random: under json_object it opens a string and rarely closes it within any budget, so
+    # the parse check uses a json_schema whose only value is a short enum; json_object is checked to start as JSON.
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    r = client.chat.completions.create(
+        model=TINY_NAME,
+        messages=HI,
+        max_tokens=32,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+    )
+    assert json.loads(r.choices[0].message.content)["answer"] in ("yes", "no")
+    r = client.chat.completions.create(
+        model=TINY_NAME, messages=HI, max_tokens=16, response_format={"type": "json_object"}
+    )
+    assert r.choices[0].message.content.startswith("{")
+
+
+def test_logprobs(client):
+    r = client.chat.completions.create(
+        model=TINY_NAME, messages=HI, max_tokens=4, temperature=0, logprobs=True, top_logprobs=3
+    )
+    content = r.choices[0].logprobs.content
+    assert len(content) == 4 and all(len(t.top_logprobs) == 3 for t in content)
+    assert content[0].logprob == pytest.approx(content[0].top_logprobs[0].logprob)  # greedy takes the top one
+
+
+def test_bad_inputs_get_the_envelope(client, server):
+    def post(body, headers=AUTH):
+        headers = {"Content-Type": "application/json", **headers}
+        return httpx.post(f"{server.url}/v1/chat/completions", content=body, headers=headers, timeout=30)
+
+    ok = {"model": TINY_NAME, "messages": HI}
+    cases = [
+        (post(b"{not json"), 400, None),
+        (post(json.dumps(ok), {**AUTH, "Content-Type": "text/plain"}), 400, None),  # JSON needs its content type
+        (post(json.dumps({**ok, "model": "nope"})), 404, "model"),
+        (post(json.dumps({**ok, "max_tokens": MAX_TOKENS_CAP + 1})), 400, "max_tokens"),
+        (post(json.dumps({**ok, "messages": [{"role": "user", "content": "word " * 600}]})), 400, "messages"),
+        (post(json.dumps({**ok, "max_tokens": 0})), 400, "max_tokens"),
+        (post(json.dumps(ok), {"Authorization": "Bearer wrong"}), 401, None),
+        (
+            post(
+                json.dumps(
+                    {
+                        **ok,
+                        "response_format": {
+                            "type": "json_schema",
+                            "json_schema": {"name": "x", "schema": {"type": "nonsense"}},
+                        },
+                    }
+                )
+            ),
+            400,
+            "response_format",
+        ),
+    ]
+    for response, status, param in cases:
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["param"] == param
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).models.list()
+    with pytest.raises(openai.BadRequestError, match="context length"):
+        long = [{"role": "user", "content": "word " * 150}]
+        client.chat.completions.create(model=TINY_NAME, messages=long, max_tokens=MAX_TOKENS_CAP)
+
+
+def test_fuzz_openapi_never_5xx(server):
+    import hypothesis
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    raw = httpx.get(f"{server.url}/openapi.json", headers=AUTH).json()
+    schema = schemathesis.openapi.from_dict(raw)
+    failures: list[str] = []
+    for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+
+        @given(case=schema.as_strategy(mode, headers=AUTH))
+        @settings(
+            max_examples=60,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[hypothesis.Phase.generate],
+        )
+        def check(case):
+            response = case.call(base_url=server.url, headers=AUTH, timeout=60)
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.path} {case.body!r} -> {response.status_code} {response.text}")
+
+        check()
+    assert not failures, "\n".join(failures[:5])
+    assert httpx.get(f"{server.url}/ready").status_code == 200
+
+
+def test_disconnect_mid_stream_frees_the_slot(server):
+    # 8 choices x 400 tokens takes seconds here, so a finished generation cannot pass for an aborted one.
+    body = {"model": TINY_NAME, "messages": HI, "max_tokens": MAX_TOKENS_CAP, "n": 8, "stream": True}
+    body["ignore_eos"] = True
+    requested = 8 * MAX_TOKENS_CAP
+    tokens_before = metric(server, "orpo_serve_completion_tokens_total")
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=30) as r:
+        next(line for line in r.iter_lines() if line.startswith("data: "))
+    wait_for(lambda: metric(server, "orpo_serve_requests_in_flight") == 0, 10, "in-flight back to 0", server)
+    wait_for(lambda: metric(server, "vllm:num_requests_running") == 0, 10, "vLLM running back to 0", server)
+    assert metric(server, "orpo_serve_completion_tokens_total") - tokens_before < requested / 2
+
+    tokens_before = metric(server, "orpo_serve_completion_tokens_total")
+    with pytest.raises(httpx.ReadTimeout):  # a non-streaming request is aborted too (HTTP 499 in the metrics)
+        httpx.post(f"{server.url}/v1/chat/completions", json={**body, "stream": False}, headers=AUTH, timeout=0.5)
+    wait_for(lambda: metric(server, "orpo_serve_requests_in_flight") == 0, 10, "in-flight back to 0", server)
+    assert metric(server, "orpo_serve_completion_tokens_total") - tokens_before < requested / 2
+    assert 'status="499"' in httpx.get(f"{server.url}/metrics").text
+
+
+def test_overload_gives_429_never_5xx_then_recovers(server):
+    body = {"model": TINY_NAME, "messages": HI, "max_tokens": 120, "ignore_eos": True}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=120) as c:
+            return await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(16)))
+
+    responses = asyncio.run(burst())
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {200, 429}, statuses
+    rejected = [r for r in responses if r.status_code == 429]
+    assert rejected and all(int(r.headers["Retry-After"]) >= 1 for r in rejected), statuses
+    assert rejected[0].json()["error"]["code"] == "server_overloaded"
+    assert statuses.count(200) >= 4 + 4  # every slot and every queue place was served
+    assert httpx.post(f"{server.url}/v1/chat/completions", json={**body, "max_tokens": 4}, headers=AUTH).is_success
+    assert metric(server, "orpo_serve_requests_waiting") == 0
+
+
+def test_sigterm_drains_in_flight_then_exits_0(server):
+    """Runs last: it stops the module's server."""
+    body = {"model": TINY_NAME, "messages": HI, "max_tokens": MAX_TOKENS_CAP, "stream": True, "ignore_eos": True}
+    first_chunk, lines = threading.Event(), []
+
+    def consume() -> None:
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as r:
+            for line in r.iter_lines():
+                lines.append(line)
+                first_chunk.set()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert first_chunk.wait(30)
+    server.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: httpx.get(f"{server.url}/ready").status_code == 503, 10, "/ready 503 while draining", server)
+    refused = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "stream": False}, headers=AUTH)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+    reader.join(60)
+    assert not reader.is_alive()
+    lines = [x for x in lines if x]  # SSE events are separated by blank lines
+    events = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+    assert lines[-1] == "data: [DONE]" and events[-1]["choices"][0]["finish_reason"] == "length"
+    assert sum(1 for e in events if e["choices"] and e["choices"][0]["delta"].get("content")) > MAX_TOKENS_CAP // 2
+    assert server.proc.wait(timeout=60) == 0

@@ -1,0 +1,300 @@
+"""The one typed config of the training stage: YAML < environment (``ORPO_TRAIN_<FIELD>``) < command line.
+
+Every field has a help string (shown by ``orpo-train --help``); ``__post_init__`` rejects values that would only
+fail later or train silently wrong. ``DIFFERS_FROM_TRL`` lists our defaults that are not trl's, and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "ORPO_TRAIN_"
+PRECISIONS = ("auto", "fp32", "bf16")
+# Measured on this project's 2-core CPU (AMD EPYC, AVX2 only: no AVX512-BF16/AMX, so bf16 GEMMs are emulated):
+# a 4096x576 @ 576x1536 GEMM took 1.39 s in bf16 vs 0.25 s in fp32, its input-gradient GEMM 7.4 s vs 0.19 s, and a
+# fwd+bwd through one such layer under bf16 autocast 21.6 s vs 1.2 s; a full SmolLM2+LoRA fwd+bwd under autocast did
+# not finish in 18 min where fp32 took 102 s. So "auto" means fp32 on CPU and bf16 (autocast) on CUDA.
+CPU_AUTO_PRECISION = "fp32"
+# A pair keeps at least this many response tokens: max_prompt_length must leave room for them.
+MIN_RESPONSE_TOKENS = 16
+EVAL_TEST_SPLIT = "test"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the field and says what is allowed."""
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """ORPO + LoRA training of a causal LM on preference pairs, merged into a servable HF folder."""
+
+    # --- inputs ---
+    model: str | None = _help(
+        "Base model: 'smollm2-135m-instruct' (bundled; the default when empty), 'tiny-smollm2' (random, for tests), "
+        "a local HF folder, or a hub id (online only).",
+        default=None,
+    )
+    dataset: str | None = _help(
+        "Preference pairs: a JSONL/Parquet file or a save_to_disk folder with prompt/chosen/rejected (standard or "
+        "conversational). Empty = our committed train split.",
+        default=None,
+    )
+    eval_dataset: str | None = _help(
+        f"Pairs to evaluate on every eval_steps: a file/folder like `dataset`, or '{EVAL_TEST_SPLIT}' for our "
+        "committed test split. Empty = no evaluation.",
+        default=None,
+    )
+    max_pairs: int | None = _help("Use only the first N training pairs (quick runs). Empty = all.", default=None)
+    eval_max_pairs: int | None = _help("Evaluate on at most N pairs (eval is slow on CPU).", default=64)
+    chat_template: bool = _help(
+        "Render plain-string prompts/responses with the tokenizer's chat template (one user turn, one assistant "
+        "turn), so training sees what the server sends. Conversational pairs always use it.",
+        default=True,
+    )
+    output_dir: str = _help(
+        "Output folder: OUTPUT/run (checkpoints, metrics.jsonl, plots, adapter) and OUTPUT/merged (the servable "
+        "model).",
+        default="runs/orpo-smollm2",
+    )
+    # --- objective ---
+    beta: float = _help("ORPO's λ (trl calls it beta): weight of the odds-ratio term. 0 = plain SFT.", default=0.1)
+    # --- sequence lengths ---
+    max_length: int = _help("Max tokens of prompt + response (each of chosen and rejected).", default=512)
+    max_prompt_length: int = _help(
+        "Max prompt tokens; longer prompts keep their tail (the question and the assistant header).", default=256
+    )
+    drop_truncated: bool = _help(
+        "Drop pairs whose chosen or rejected response does not fit, instead of truncating it (trl appends EOS to a "
+        "truncated response, which teaches the model to stop mid-sentence).",
+        default=False,
+    )
+    # --- LoRA ---
+    lora_r: int = _help("LoRA rank.", default=16)
+    lora_alpha: int = _help("LoRA alpha (scale = alpha / r).", default=32)
+    lora_dropout: float = _help("Dropout on the LoRA branch.", default=0.05)
+    lora_target_modules: list[str] | str = _help(
+        "Modules that get LoRA: 'all-linear' (every linear layer but the LM head) or a list of names such as "
+        "[q_proj, v_proj].",
+        default="all-linear",
+    )
+    disable_dropout: bool = _help(
+        "trl's switch that sets every dropout to 0, LoRA's included. Off: lora_dropout applies (Llama-family "
+        "configs have attention_dropout 0 anyway). Turning it on requires lora_dropout: 0.",
+        default=False,
+    )
+    # --- optimisation ---
+    learning_rate: float = _help("Peak AdamW learning rate (LoRA wants ~1e-4..5e-4).", default=2e-4)
+    warmup_ratio: float = _help("Fraction of the steps spent warming the learning rate up from 0.", default=0.05)
+    lr_scheduler_type: str = _help("transformers scheduler name: linear, cosine, constant, ...", default="linear")
+    num_train_epochs: float = _help("Epochs over the training pairs (ignored when max_steps > 0).", default=1.0)
+    max_steps: int = _help("Optimizer steps to run; -1 = use num_train_epochs.", default=-1)
+    batch_size: int = _help("Pairs per process per forward pass (each pair = 2 sequences).", default=8)
+    grad_accum: int = _help(
+        "Gradient accumulation steps (effective batch = batch_size x grad_accum x processes).", default=1
+    )
+    gradient_checkpointing: bool = _help(
+        "Recompute activations in backward: less memory, but a SmolLM2 LoRA fwd+bwd took 2.1x as long here. Without "
+        "it, batch_size 8 x max_length ~260 peaked at 13.4 GB RSS.",
+        default=False,
+    )
+    precision: str = _help(
+        f"'fp32', 'bf16' (autocast, fp32 master weights) or 'auto' (bf16 on CUDA, {CPU_AUTO_PRECISION} on CPU, "
+        "measured).",
+        default="auto",
+    )
+    seed: int = _help("Seed for LoRA init, data order and dropout.", default=42)
+    # --- bookkeeping ---
+    logging_steps: int = _help("Log metrics (metrics.jsonl, progress bar) every N steps.", default=5)
+    save_steps: int = _help("Save a resumable checkpoint every N steps.", default=50)
+    save_total_limit: int = _help("Keep the N newest checkpoints.", default=3)
+    eval_steps: int = _help("Evaluate every N steps (when eval_dataset is set).", default=50)
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
+        positive = ("lora_r", "lora_alpha", "batch_size", "grad_accum", "logging_steps", "save_steps")
+        for name in positive + ("save_total_limit", "eval_steps", "max_length", "max_prompt_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_pairs", "eval_max_pairs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 or empty, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.beta >= 0:
+            raise ConfigError(f"beta (ORPO lambda) must be >= 0, got {self.beta}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps <= 0 and self.max_steps != -1:
+            raise ConfigError(f"max_steps must be > 0, or -1 to use num_train_epochs; got {self.max_steps}")
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise ConfigError(f"num_train_epochs must be > 0 when max_steps is -1, got {self.num_train_epochs}")
+        if self.max_length - self.max_prompt_length < MIN_RESPONSE_TOKENS:
+            raise ConfigError(
+                f"max_prompt_length ({self.max_prompt_length}) must leave at least {MIN_RESPONSE_TOKENS} response "
+                f"tokens within max_length ({self.max_length})"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.disable_dropout and self.lora_dropout > 0:
+            raise ConfigError(
+                f"disable_dropout: true would silently zero lora_dropout ({self.lora_dropout}); set lora_dropout: 0 "
+                "or disable_dropout: false"
+            )
+        targets = [self.lora_target_modules] if isinstance(self.lora_target_modules, str) else self.lora_target_modules
+        if not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ConfigError(f"lora_target_modules must be 'all-linear' or a list of names, got {targets!r}")
+        if not self.output_dir:
+            raise ConfigError("output_dir must not be empty")
+        if self.dataset is not None and not Path(self.dataset).expanduser().exists():
+            raise ConfigError(f"dataset file not found: {self.dataset}")
+        if self.eval_dataset not in (None, EVAL_TEST_SPLIT) and not Path(self.eval_dataset).expanduser().exists():
+            raise ConfigError(f"eval_dataset not found: {self.eval_dataset} (a file/folder, or '{EVAL_TEST_SPLIT}')")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / "run"
+
+    @property
+    def merged_dir(self) -> Path:
+        return Path(self.output_dir) / "merged"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_sources(
+        cls,
+        yaml_path: str | os.PathLike | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> TrainConfig:
+        """Defaults < YAML file < ``ORPO_TRAIN_*`` environment < ``overrides`` (the command line)."""
+        values: dict[str, Any] = {}
+        if yaml_path is not None:
+            values.update(_read_yaml(Path(yaml_path)))
+            check_keys(values, source=str(yaml_path))
+        environ = os.environ if environ is None else environ
+        for name in field_names():
+            env_key = ENV_PREFIX + name.upper()
+            if env_key in environ:
+                values[name] = parse_value(environ[env_key])
+        check_keys(overrides or {}, source="command line")
+        values.update(overrides or {})
+        return cls(**values)
+
+
+# Defaults that differ from trl's ORPOConfig / transformers' TrainingArguments: (name, ours, upstream, why).
+DIFFERS_FROM_TRL: list[tuple[str, Any, Any, str]] = [
+    ("learning_rate", 2e-4, 1e-6, "trl's 1e-6 is for full fine-tuning; LoRA needs ~1e-4..5e-4"),
+    ("max_length", 512, 1024, "our pairs are <= 285 tokens; a lower cap bounds the worst-case batch memory on CPU"),
+    ("max_prompt_length", 256, "(removed)", "trl dropped it and over-truncates responses; we pre-truncate"),
+    ("gradient_checkpointing", False, True, "SmolLM2 fwd+bwd measured 2.1x slower with it; lower batch_size instead"),
+    ("bf16", "auto", True, "trl's bf16=True raises on CPU; auto = bf16 on CUDA, fp32 on CPU (measured 5-18x faster)"),
+    ("disable_dropout", False, True, "trl's True also zeroes LoRA dropout, silently ignoring lora_dropout"),
+    ("logging_steps", 5, 10, "short CPU runs: curves need points"),
+    ("save_total_limit", 3, None, "resumable checkpoints without filling the disk"),
+    ("warmup_ratio", 0.05, 0.0, "LoRA's fresh B=0 adapters tolerate a high peak lr better after a short warm-up"),
+]
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def field_help() -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
+
+
+def parse_value(text: str) -> Any:
+    """A command-line or environment string as YAML (so '1e-4', 'true', '[q_proj, v_proj]' and '' work)."""
+    if text.strip() == "":
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def check_keys(values: Mapping[str, Any], source: str) -> None:
+    names = field_names()
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _coerce_fields(cfg: TrainConfig) -> None:
+    """Check each value against its annotation, converting the lossless cases (int -> float, '1e-4' -> float)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, _coerce(f.name, hints[f.name], getattr(cfg, f.name)))
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(name, arg, value)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[-1]
+    if typing.get_origin(hint) is list:
+        if isinstance(value, list | tuple):
+            return [_coerce(name, args[0], v) for v in value]
+        raise ConfigError(f"{name}: expected a list, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, str):  # YAML 1.1 reads '3e-4' (no dot) as a string
+            try:
+                value = hint(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, int) if hint is int else isinstance(value, int | float)
+        if ok and not isinstance(value, bool):
+            return hint(value)
+        raise ConfigError(f"{name}: expected {'an integer' if hint is int else 'a number'}, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return value
