@@ -35,11 +35,13 @@ fi
 
 # torch first, on its own: with the CPU build already installed, the resolver never looks for a CUDA one.
 if [ "$("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null)" != "${TORCH_SPEC#torch==}" ]; then
-    if "${PIP[@]}" install -q --no-index "$TORCH_SPEC" 2>/dev/null; then
-        say "installed $TORCH_SPEC from a local wheel (pip find-links)"
+    # pip's configured sources first (a local wheel via find-links, or a mirror that has it); plain PyPI answers
+    # "no matching distribution" at once for a +cpu local version, and then the PyTorch index is added.
+    if "${PIP[@]}" install -q "$TORCH_SPEC" 2>/dev/null; then
+        say "installed $TORCH_SPEC from pip's configured sources"
     else
-        say "installing $TORCH_SPEC from $TORCH_INDEX_URL"
-        "${PIP[@]}" install -q --index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"
+        say "installing $TORCH_SPEC with the extra index $TORCH_INDEX_URL"
+        "${PIP[@]}" install -q --extra-index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"
     fi
 fi
 

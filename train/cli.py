@@ -85,14 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from core.models import ModelError
+    from data.load import DatasetError
     from train.data_prep import PairFormatError
     from train.merge import MergeError
     from train.pipeline import TrainError, run_training
-
-    try:
-        from data.load import DatasetError
-    except ImportError:  # data/load.py not there yet
-        DatasetError = PairFormatError  # noqa: N806
 
     try:
         merged = run_training(cfg, resume=args.resume)

@@ -167,20 +167,9 @@ def prepare_pairs(raw: Dataset, tokenizer, cfg: TrainConfig, limit: int | None) 
 
 def load_pairs(spec: str | None, split: str) -> Dataset:
     """Preference pairs through the data stage's loader (None = our committed split)."""
-    try:
-        from data.load import load_preference_dataset
-    except ImportError:  # data/load.py is being written; until then read JSONL and the committed splits directly
-        return _load_jsonl_fallback(spec, split)
+    from data.load import load_preference_dataset
+
     return load_preference_dataset(spec, split=split)
-
-
-def _load_jsonl_fallback(spec: str | None, split: str) -> Dataset:
-    from data.splits import split_path
-
-    path = split_path(split) if spec is None else Path(spec)
-    if path.suffix != ".jsonl":
-        raise TrainError(f"{path}: only JSONL can be read until data/load.py exists")
-    return Dataset.from_list([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
 
 
 def dataset_record(spec: str | None, split: str, in_memory: bool, stats: TruncationStats) -> dict[str, Any]:
@@ -189,9 +178,9 @@ def dataset_record(spec: str | None, split: str, in_memory: bool, stats: Truncat
     if in_memory:
         record["path"] = None  # built in code (tests)
         return record
-    from data.splits import split_path
+    from data.load import default_split_path
 
-    path = Path(spec) if spec is not None else split_path(split)
+    path = Path(spec).expanduser() if spec is not None else default_split_path(split)
     record["path"] = str(path.resolve())
     if path.is_file():
         record["sha256"] = sha256_file(path)

@@ -91,3 +91,12 @@ def test_example_configs_parse_and_start_with_their_command(name):
     assert path.read_text().splitlines()[0].startswith("# orpo-train --config configs/")
     cfg = TrainConfig.from_sources(path, environ={})
     assert cfg.output_dir
+
+
+def test_cli_bad_dataset_row_exits_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "Hi", "chosen": "Hello", "rejected": "Go"}\n{"prompt": "Hi", "chosen": "Hello"}\n')
+    argv = ["--model", "tiny-smollm2", "--dataset", str(bad), "--output-dir", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("orpo-train: error: ") and "row 2" in err and "'rejected'" in err and err.count("\n") == 1
