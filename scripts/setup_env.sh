@@ -23,6 +23,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     command -v "$PYTHON" >/dev/null || { echo "[setup] error: $PYTHON not found (Python 3.11 is required)" >&2; exit 1; }
     say "creating virtualenv $VENV with $PYTHON"
     "$PYTHON" -m venv "$VENV"
+    # ensurepip's pip (23.x with Python 3.11.7) is older than the one the lock was resolved with
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip>=25"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
