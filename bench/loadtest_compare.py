@@ -15,30 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import psutil
 
 from core.models import TINY_NAME, resolve_model
 from loadtest.cli import main as loadtest_main
+from loadtest.servers import free_port, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO / "bench" / "results"
-CPU_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_CPU_OMP_THREADS_BIND": "auto",
-    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    "HF_HUB_OFFLINE": "1",
-    "VLLM_NO_USAGE_STATS": "1",
-}
 FIGURES = [
     ("output tokens/s", "output_tokens_per_s"),
     ("requests/s", "requests_per_s"),
@@ -63,42 +52,6 @@ def server_command(kind: str, model_dir: Path, name: str, port: int, max_model_l
             "--served-model-name", name, "--host", "127.0.0.1", "--load-format", "safetensors", *common]  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(kind: str, argv: list[str], url: str, log: Path, deadline_s: float) -> tuple[subprocess.Popen, float]:
-    started = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **CPU_ENV}
-        )
-    probe = "/ready" if kind == "orpo-serve" else "/health"  # vLLM listens only once its engine is up
-    while time.monotonic() - started < deadline_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{kind} exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(url + probe, timeout=5).status_code == 200:
-                return proc, time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(proc)
-    raise RuntimeError(f"{kind} not ready after {deadline_s:.0f} s; see {log}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what this script started
-            proc.wait(timeout=10)
-
-
 def cpu_seconds(pid: int) -> dict[str, float]:
     """User+system CPU seconds of the server process (the HTTP front end) and of all its children (the engine)."""
     root = psutil.Process(pid)
@@ -118,7 +71,9 @@ def run_one(kind: str, args: argparse.Namespace, model_dir: Path, out: Path) -> 
     url = f"http://127.0.0.1:{port}"
     out.mkdir(parents=True, exist_ok=True)
     argv = server_command(kind, model_dir, args.served_name, port, args.max_model_len)
-    proc, startup_s = start_server(kind, argv, url, out / "server.log", args.start_deadline)
+    probe = "/ready" if kind == "orpo-serve" else "/health"  # vLLM listens only once its engine is up
+    server = start_server(argv, url, out / "server.log", ready_path=probe, timeout_s=args.start_deadline, cwd=REPO)
+    proc, startup_s = server.proc, server.startup_s
     try:
         load_before, cpu_before = os.getloadavg(), cpu_seconds(proc.pid)
         code = loadtest_main([

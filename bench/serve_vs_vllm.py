@@ -16,10 +16,7 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,17 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.models import resolve_model  # noqa: E402
-from serve.config import ServeConfig  # noqa: E402
-from serve.engine import apply_cpu_env_defaults  # noqa: E402
+from loadtest.servers import free_port, start_server, stop_server  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 MESSAGES = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_command(kind: str, model_dir: Path, name: str, port: int, args: argparse.Namespace) -> list[str]:
@@ -83,37 +73,6 @@ def server_command(kind: str, model_dir: Path, name: str, port: int, args: argpa
         "safetensors",
         "--disable-uvicorn-access-log",
     ]
-
-
-def start(kind: str, cmd: list[str], log: Path, ready_path: str, timeout: float) -> tuple[subprocess.Popen, float]:
-    env = dict(os.environ)
-    apply_cpu_env_defaults(ServeConfig(kv_cache_gib=int(env.get("VLLM_CPU_KVCACHE_SPACE", "1"))), env)
-    started = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}{ready_path}"
-    deadline = started + timeout
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{kind} exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return proc, time.perf_counter() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop(proc)
-    raise RuntimeError(f"{kind} not ready after {timeout} s; see {log}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the server's own session: only what this script started
-            proc.wait(timeout=10)
 
 
 async def one_request(client: httpx.AsyncClient, name: str, max_tokens: int) -> tuple[float | None, int]:
@@ -199,16 +158,18 @@ def bench_server(kind: str, model_dir: Path, name: str, args: argparse.Namespace
     port = free_port()
     cmd = server_command(kind, model_dir, name, port, args)
     ready_path = "/ready" if kind == "orpo-serve" else "/health"
-    proc, startup_s = start(kind, cmd, logs / f"{kind}.log", ready_path, args.startup_timeout)
+    url = f"http://127.0.0.1:{port}"
+    log = logs / f"{kind}.log"
+    server = start_server(cmd, url, log, ready_path=ready_path, timeout_s=args.startup_timeout, cwd=REPO)
+    proc, startup_s = server.proc, server.startup_s
     load_before = os.getloadavg()[0]
     try:
-        url = f"http://127.0.0.1:{port}"
         levels = [
             asyncio.run(run_level(url, name, c, max(args.requests_per_level, c), args.max_tokens, proc.pid))
             for c in args.levels
         ]
     finally:
-        stop(proc)
+        stop_server(proc)
     print(
         f"{kind}: startup {startup_s:.1f} s, "
         + ", ".join(

@@ -26,7 +26,7 @@ from serve.engine import Engine, EngineStats
 from serve.errors import install_error_handlers
 from serve.metrics import ServeMetrics
 from serve.middleware import RequestContextMiddleware
-from serve.routers import chat, completions, docs, health, metrics, models
+from serve.routers import docs, generation, health, metrics, models
 from serve.service import GenerationService
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     )
     app.state.serve = state
     install_error_handlers(app)
-    for module in (chat, completions, models, health, metrics, docs):
+    for module in (generation, models, health, metrics, docs):
         app.include_router(module.router)
     if config.cors_origins:
         app.add_middleware(

@@ -18,23 +18,15 @@ from types import FrameType
 
 import uvicorn
 
+from core.cli import ArgumentParser, UsageError
 from core.models import ModelError, resolve_model
 from serve.config import ConfigError, ServeConfig, check_servable_model_dir
 
 logger = logging.getLogger(__name__)
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="orpo-serve", description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
+    p = ArgumentParser(prog="orpo-serve", description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
     p.add_argument("--model", help="model folder or bundled name (default: smollm2-135m-instruct)")
     p.add_argument("--served-model-name", help="the model id clients send (default: the model's name)")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")

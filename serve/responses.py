@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from serve.engine import ChoiceDelta, EngineOutput, TokenLogprob
 from serve.protocol import (
@@ -57,6 +58,14 @@ class _Accumulator:
         self.finish: dict[int, str | None] = {}
         self.completion_tokens = 0
 
+    @classmethod
+    def of(cls, outputs: list[EngineOutput]) -> _Accumulator:
+        acc = cls()
+        for out in outputs:
+            for choice in out.choices:
+                acc.add(choice)
+        return acc
+
     def add(self, choice: ChoiceDelta) -> None:
         self.text.setdefault(choice.index, []).append(choice.text)
         if choice.logprobs is not None:
@@ -74,10 +83,7 @@ class _Accumulator:
 def chat_response(
     req: ChatCompletionRequest, model: str, request_id: str, prompt_tokens: int, outputs: list[EngineOutput]
 ) -> ChatCompletionResponse:
-    acc = _Accumulator()
-    for out in outputs:
-        for choice in out.choices:
-            acc.add(choice)
+    acc = _Accumulator.of(outputs)
     choices = [
         ChatChoice(
             index=i,
@@ -107,34 +113,30 @@ async def chat_chunks(
 ) -> AsyncIterator[ChatCompletionChunk]:
     """The role chunk of each choice when it first appears, then its content deltas; usage last if asked."""
     created, chunk_id = int(time.time()), f"chatcmpl-{request_id}"
-    completion_tokens = 0
+    count = _TokenCount()
     started: set[int] = set()
-    try:
-        async for out in _chain(first, rest):
+    # aclosing: however the consumer stops (end, error, client gone), the engine stream is closed -> aborted.
+    async with aclosing(rest):
+        async for out, live in _live_deltas(first, rest, count):
             new = sorted({c.index for c in out.choices} - started)
             if new:
                 started.update(new)
                 roles = [ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content="")) for i in new]
                 yield ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=roles)
-            choices: list[ChatChunkChoice] = []
-            for c in out.choices:
-                completion_tokens += c.num_tokens
-                if c.text or c.finish_reason or c.num_tokens:
-                    choices.append(
-                        ChatChunkChoice(
-                            index=c.index,
-                            delta=DeltaMessage(content=c.text),
-                            logprobs=_chat_logprobs(c.logprobs) if logprobs is not None else None,
-                            finish_reason=c.finish_reason,
-                        )
-                    )
+            choices = [
+                ChatChunkChoice(
+                    index=c.index,
+                    delta=DeltaMessage(content=c.text),
+                    logprobs=_chat_logprobs(c.logprobs) if logprobs is not None else None,
+                    finish_reason=c.finish_reason,
+                )
+                for c in live
+            ]
             if choices:
                 yield ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=choices)
-        if include_usage:
-            usage = _usage(prompt_tokens, completion_tokens)
-            yield ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=[], usage=usage)
-    finally:
-        await rest.aclose()
+    if include_usage:
+        usage = _usage(prompt_tokens, count.completion_tokens)
+        yield ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=[], usage=usage)
 
 
 def _completion_logprobs(items: list[TokenLogprob] | None, offset: int) -> tuple[CompletionLogprobs | None, int]:
@@ -153,10 +155,7 @@ def _completion_logprobs(items: list[TokenLogprob] | None, offset: int) -> tuple
 def completion_response(
     model: str, request_id: str, prompt_tokens: int, outputs: list[EngineOutput]
 ) -> CompletionResponse:
-    acc = _Accumulator()
-    for out in outputs:
-        for choice in out.choices:
-            acc.add(choice)
+    acc = _Accumulator.of(outputs)
     choices = [
         CompletionChoice(
             index=i,
@@ -184,25 +183,33 @@ async def completion_chunks(
     include_usage: bool,
 ) -> AsyncIterator[CompletionResponse]:
     created, chunk_id = int(time.time()), f"cmpl-{request_id}"
-    completion_tokens = 0
+    count = _TokenCount()
     offsets: dict[int, int] = {}
-    try:
-        async for out in _chain(first, rest):
+    async with aclosing(rest):
+        async for _, live in _live_deltas(first, rest, count):
             choices = []
-            for c in out.choices:
-                completion_tokens += c.num_tokens
+            for c in live:
                 logprobs, offsets[c.index] = _completion_logprobs(c.logprobs, offsets.get(c.index, 0))
-                if c.text or c.finish_reason or c.num_tokens:
-                    choices.append(
-                        CompletionChoice(index=c.index, text=c.text, logprobs=logprobs, finish_reason=c.finish_reason)
-                    )
+                choice = CompletionChoice(index=c.index, text=c.text, logprobs=logprobs, finish_reason=c.finish_reason)
+                choices.append(choice)
             if choices:
                 yield CompletionResponse(id=chunk_id, created=created, model=model, choices=choices)
-        if include_usage:
-            usage = _usage(prompt_tokens, completion_tokens)
-            yield CompletionResponse(id=chunk_id, created=created, model=model, choices=[], usage=usage)
-    finally:
-        await rest.aclose()
+    if include_usage:
+        usage = _usage(prompt_tokens, count.completion_tokens)
+        yield CompletionResponse(id=chunk_id, created=created, model=model, choices=[], usage=usage)
+
+
+class _TokenCount:
+    completion_tokens = 0
+
+
+async def _live_deltas(
+    first: EngineOutput, rest: AsyncIterator[EngineOutput], count: _TokenCount
+) -> AsyncIterator[tuple[EngineOutput, list[ChoiceDelta]]]:
+    """Each engine output with its choices worth sending (text, tokens or a finish reason), counting tokens."""
+    async for out in _chain(first, rest):
+        count.completion_tokens += sum(c.num_tokens for c in out.choices)
+        yield out, [c for c in out.choices if c.text or c.finish_reason or c.num_tokens]
 
 
 async def _chain(first: EngineOutput, rest: AsyncIterator[EngineOutput]) -> AsyncIterator[EngineOutput]:

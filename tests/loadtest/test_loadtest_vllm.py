@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from core.models import TINY_NAME, resolve_model
 from loadtest import metrics_check
 from loadtest.cli import main
+from loadtest.servers import ServerError, free_port, start_server, stop_server
 
 pytestmark = [
     pytest.mark.integration,
@@ -44,46 +39,20 @@ CI_SLOS = {
 LOAD = ["--users", "4", "--spawn-rate", "4", "--max-tokens", "32", "--api-key", KEY]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_DEADLINE_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"orpo-serve exited ({proc.returncode}) before /ready:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)  # poll interval, not synchronisation: the loop exits on /ready or the deadline
-    pytest.fail(f"orpo-serve not ready after {START_DEADLINE_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     resolve_model(TINY_NAME)  # build the tiny model before the clock starts
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
     argv = [sys.executable, "-m", "serve", "--model", TINY_NAME, "--port", str(port), "--max-model-len", "512"]
     argv += ["--enforce-eager", "--kv-cache-gib", "1", "--api-key", KEY]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(url, proc, log)
-        yield url
+        srv = start_server(argv, f"http://127.0.0.1:{port}", log, timeout_s=START_DEADLINE_S, cwd=REPO)
+    except ServerError as exc:
+        pytest.fail(f"{exc}:\n{log.read_text(errors='replace')[-3000:]}")
+    try:
+        yield srv.url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what this fixture started
-                proc.wait(timeout=10)
+        stop_server(srv.proc)
 
 
 def test_bounded_load_meets_the_ci_floors_and_metrics_agree(server_url, tmp_path):

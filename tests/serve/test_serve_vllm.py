@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,6 +23,7 @@ openai = pytest.importorskip("openai")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from core.models import TINY_NAME, resolve_model  # noqa: E402
+from loadtest.servers import RunningServer, ServerError, free_port, start_server, stop_server  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,23 +34,7 @@ MAX_TOKENS_CAP = 400
 START_DEADLINE_S = 240
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    log: Path
-
-    def log_tail(self, n: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, deadline_s: float, what: str, server: Server | None = None, interval: float = 0.2):
+def wait_for(predicate, deadline_s: float, what: str, server: RunningServer | None = None, interval: float = 0.2):
     """Poll ``predicate`` until it is truthy; fail with the server log if ``deadline_s`` passes first."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -69,32 +50,21 @@ def wait_for(predicate, deadline_s: float, what: str, server: Server | None = No
     pytest.fail(f"timed out after {deadline_s} s waiting for {what}" + (f":\n{server.log_tail()}" if server else ""))
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: this kills only what the fixture started
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
+def server(tmp_path_factory) -> RunningServer:
     resolve_model(TINY_NAME)  # build the tiny model before the clock starts
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
     argv = [sys.executable, "-m", "serve", "--model", TINY_NAME, "--port", str(port), "--max-model-len", "512"]
     argv += ["--kv-cache-gib", "1", "--enforce-eager", "--api-key", KEY, "--max-tokens-cap", str(MAX_TOKENS_CAP)]
     argv += ["--max-concurrency", "4", "--max-queue", "4", "--grace-seconds", "60"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    srv = Server(proc, f"http://127.0.0.1:{port}", log)
     try:
-        wait_for(lambda: httpx.get(f"{srv.url}/health").status_code == 200, 60, "/health", srv)
-        wait_for(lambda: httpx.get(f"{srv.url}/ready").status_code == 200, START_DEADLINE_S, "/ready", srv)
+        srv = start_server(argv, f"http://127.0.0.1:{port}", log, timeout_s=START_DEADLINE_S, cwd=REPO)
+    except ServerError as exc:
+        pytest.fail(f"{exc}:\n{log.read_text(errors='replace')[-3000:]}")
+    try:
         yield srv
     finally:
-        stop(proc)
+        stop_server(srv.proc, grace_s=30)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +72,7 @@ def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=60)
 
 
-def metric(server: Server, name: str) -> float:
+def metric(server: RunningServer, name: str) -> float:
     text = httpx.get(f"{server.url}/metrics").text
     return sum(
         sample.value
