@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from core.cli import ArgumentParser, UsageError
 from loadtest import metrics_check
 from loadtest.profiles import PROFILES
 from loadtest.slo import SLO_KEYS, SLOError, evaluate, parse_slos
@@ -37,18 +38,9 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     slo_help = "; ".join(f"{k}: {h}" for k, (_, _, h) in SLO_KEYS.items())
-    p = _Parser(prog="orpo-loadtest", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="orpo-loadtest", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", help="server base URL, e.g. http://127.0.0.1:8000 (loopback unless --allow-remote)")
     p.add_argument("--users", type=int, default=4, help="peak concurrent users (default 4)")
     p.add_argument("--spawn-rate", type=float, default=None, help="users started per second (default: --users)")
