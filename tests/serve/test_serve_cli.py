@@ -74,3 +74,18 @@ def test_cpu_env_defaults_do_not_override_the_operator():
     import torch
 
     assert env.get("VLLM_TARGET_DEVICE") == (None if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.slow  # importing vllm: ~40 s on a loaded 2-core machine, free when another test imported it already
+def test_parallel_sizes_reach_the_vllm_engine_args(monkeypatch, tmp_path):
+    """Tensor/data parallelism (flags or ORPO_SERVE_* env, as the Kubernetes manifests set them) go to vLLM as is."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from serve.engine import EngineStats, _build_async_llm
+
+    monkeypatch.setenv("ORPO_SERVE_DATA_PARALLEL_SIZE", "3")
+    config = parse_config(["--tensor-parallel-size", "2"])
+    seen = {}
+    monkeypatch.setattr(AsyncLLM, "from_engine_args", classmethod(lambda cls, args, **kw: seen.setdefault("a", args)))
+    args = _build_async_llm(config, tmp_path, EngineStats())
+    assert (args.tensor_parallel_size, args.data_parallel_size) == (2, 3)
