@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError, ModelError) as exc:
         print(f"orpo-serve: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unreadable model folder or file: say which, no traceback
+        print(f"orpo-serve: error: cannot read the model: {exc}", file=sys.stderr)
+        return 2
 
     from serve.app import create_app
     from serve.logs import configure_logging

@@ -60,6 +60,17 @@ def test_pickle_only_model_folder_is_refused(tmp_path, capsys):
     assert "safetensors" in capsys.readouterr().err
 
 
+def test_unreadable_model_gives_one_line(monkeypatch, capsys):
+    # root ignores file modes, so the unreadable folder is simulated where the CLI first reads it
+    def unreadable(spec):
+        raise PermissionError(13, "Permission denied", spec)
+
+    monkeypatch.setattr("serve.cli.resolve_model", unreadable)
+    assert main(["--model", "/models/locked"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Permission denied" in err and "Traceback" not in err
+
+
 def test_help_exits_0(capsys):
     assert main(["--help"]) == 0
     assert "--grace-seconds" in capsys.readouterr().out
