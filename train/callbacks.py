@@ -31,16 +31,19 @@ class TokenCountingCollator:
     """Wraps a collator and counts the non-padding tokens (chosen + rejected) of every batch it builds.
 
     trl's ORPO batches have no ``input_ids`` key, so transformers' ``include_num_input_tokens_seen`` cannot count
-    them. The count is local to this process; the dataloader may run one batch ahead of the optimizer.
+    them. The count is local to this process; the dataloader may run one batch ahead of the optimizer. ``keys``
+    names the masks to sum: trl's SFT and DPO batches carry one ``attention_mask`` (DPO's holds prompt+chosen and
+    prompt+rejected rows, so its count equals ORPO's for the same pairs).
     """
 
-    def __init__(self, collator) -> None:
+    def __init__(self, collator, keys: tuple[str, ...] = ("chosen_attention_mask", "rejected_attention_mask")) -> None:
         self.collator = collator
+        self.keys = keys
         self.tokens = 0
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.collator(features)
-        for key in ("chosen_attention_mask", "rejected_attention_mask"):
+        for key in self.keys:
             if key in batch:
                 self.tokens += int(batch[key].sum())
         return batch

@@ -13,7 +13,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help, field_names, parse_value
 
@@ -54,17 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
     args = build_parser().parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = parse_value(value)
+    overrides = parse_overrides(args.set)
     for name in field_names():
         value = getattr(args, f"field_{name}")
         if value is not None:
             overrides[name] = parse_value(value)
     return TrainConfig.from_sources(args.config, overrides), args
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as config values (parsed as YAML)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = parse_value(value)
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:

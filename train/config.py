@@ -124,7 +124,7 @@ class TrainConfig:
     eval_steps: int = _help("Evaluate every N steps (when eval_dataset is set).", default=50)
 
     def __post_init__(self) -> None:
-        _coerce_fields(self)
+        coerce_fields(self)
         positive = ("lora_r", "lora_alpha", "batch_size", "grad_accum", "logging_steps", "save_steps")
         for name in positive + ("save_total_limit", "eval_steps", "max_length", "max_prompt_length"):
             if getattr(self, name) < 1:
@@ -187,7 +187,7 @@ class TrainConfig:
         """Defaults < YAML file < ``ORPO_TRAIN_*`` environment < ``overrides`` (the command line)."""
         values: dict[str, Any] = {}
         if yaml_path is not None:
-            values.update(_read_yaml(Path(yaml_path)))
+            values.update(read_yaml(Path(yaml_path)))
             check_keys(values, source=str(yaml_path))
         environ = os.environ if environ is None else environ
         for name in field_names():
@@ -231,8 +231,9 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def check_keys(values: Mapping[str, Any], source: str) -> None:
-    names = field_names()
+def check_keys(values: Mapping[str, Any], source: str, names: list[str] | None = None) -> None:
+    """Refuse keys that are not config fields (``names``, default TrainConfig's), suggesting the closest one."""
+    names = field_names() if names is None else names
     for key in values:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
@@ -240,7 +241,7 @@ def check_keys(values: Mapping[str, Any], source: str) -> None:
             raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -254,9 +255,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _coerce_fields(cfg: TrainConfig) -> None:
-    """Check each value against its annotation, converting the lossless cases (int -> float, '1e-4' -> float)."""
-    hints = typing.get_type_hints(TrainConfig)
+def coerce_fields(cfg: Any) -> None:
+    """Check each value of a config dataclass against its annotation, converting the lossless cases (int -> float,
+    '1e-4' -> float)."""
+    hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         setattr(cfg, f.name, _coerce(f.name, hints[f.name], getattr(cfg, f.name)))
 
