@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from core.cli import quiet_known_warnings
 from train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help, field_names, parse_value
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"orpo-train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    quiet_known_warnings()
     if args.print_config:
         import yaml
 
