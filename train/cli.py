@@ -95,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     from core.models import ModelError
     from data.load import DatasetError
     from train.data_prep import PairFormatError
+    from train.lean_logps import LeanForwardError
     from train.merge import MergeError
     from train.pipeline import TrainError, run_training
 
     try:
         merged = run_training(cfg, resume=args.resume)
-    except (ModelError, DatasetError, PairFormatError, TrainError, MergeError) as exc:
+    except (ModelError, DatasetError, PairFormatError, TrainError, MergeError, LeanForwardError) as exc:
         print(f"orpo-train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ import yaml
 
 ENV_PREFIX = "ORPO_TRAIN_"
 PRECISIONS = ("auto", "fp32", "bf16")
+ORPO_FORWARDS = ("lean", "trl")
 # Measured on this project's 2-core CPU (AMD EPYC, AVX2 only: no AVX512-BF16/AMX, so bf16 GEMMs are emulated):
 # a 4096x576 @ 576x1536 GEMM took 1.39 s in bf16 vs 0.25 s in fp32, its input-gradient GEMM 7.4 s vs 0.19 s, and a
 # fwd+bwd through one such layer under bf16 autocast 21.6 s vs 1.2 s; a full SmolLM2+LoRA fwd+bwd under autocast did
@@ -72,6 +73,16 @@ class TrainConfig:
     )
     # --- objective ---
     beta: float = _help("ORPO's λ (trl calls it beta): weight of the odds-ratio term. 0 = plain SFT.", default=0.1)
+    orpo_forward: str = _help(
+        "'lean': ORPO's log-probs from the final hidden states, logit_chunk_size tokens at a time, never holding "
+        "the [2 x batch, length, vocab] logits (same loss, metrics and gradients as trl's forward, tested); 'trl': "
+        "trl's stock forward. FSDP / DeepSpeed ZeRO-3 runs always use trl's.",
+        default="lean",
+    )
+    logit_chunk_size: int = _help(
+        "Tokens per chunk of the lean forward; its largest temporary is chunk x vocab fp32 (512 x 49152: 100 MB).",
+        default=512,
+    )
     # --- sequence lengths ---
     max_length: int = _help("Max tokens of prompt + response (each of chosen and rejected).", default=512)
     max_prompt_length: int = _help(
@@ -126,7 +137,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         coerce_fields(self)
         positive = ("lora_r", "lora_alpha", "batch_size", "grad_accum", "logging_steps", "save_steps")
-        for name in positive + ("save_total_limit", "eval_steps", "max_length", "max_prompt_length"):
+        limits = ("logit_chunk_size", "save_total_limit", "eval_steps", "max_length", "max_prompt_length")
+        for name in positive + limits:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_pairs", "eval_max_pairs"):
@@ -151,6 +163,8 @@ class TrainConfig:
             )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.orpo_forward not in ORPO_FORWARDS:
+            raise ConfigError(f"orpo_forward must be one of {', '.join(ORPO_FORWARDS)}; got {self.orpo_forward!r}")
         if self.disable_dropout and self.lora_dropout > 0:
             raise ConfigError(
                 f"disable_dropout: true would silently zero lora_dropout ({self.lora_dropout}); set lora_dropout: 0 "
@@ -207,6 +221,7 @@ DIFFERS_FROM_TRL: list[tuple[str, Any, Any, str]] = [
     ("gradient_checkpointing", False, True, "SmolLM2 fwd+bwd measured 2.1x slower with it; lower batch_size instead"),
     ("bf16", "auto", True, "trl's bf16=True raises on CPU; auto = bf16 on CUDA, fp32 on CPU (measured 5-18x faster)"),
     ("disable_dropout", False, True, "trl's True also zeroes LoRA dropout, silently ignoring lora_dropout"),
+    ("orpo_forward", "lean", "(full logits)", "trl holds [2B, T, vocab] logits + log-softmax copies; lean: chunks"),
     ("logging_steps", 5, 10, "short CPU runs: curves need points"),
     ("save_total_limit", 3, None, "resumable checkpoints without filling the disk"),
     ("warmup_ratio", 0.05, 0.0, "LoRA's fresh B=0 adapters tolerate a high peak lr better after a short warm-up"),

@@ -1,22 +1,28 @@
 """The one module of the training stage that imports trl: trl's ORPOTrainer with a peft LoRA adapter.
 
-trl's ORPO is experimental (``trl.experimental.orpo``); ``tests/train/test_loss.py`` pins its loss to ours and
-``tests/train/test_training.py`` runs it, so an upgrade that changes either fails loudly.
+trl's ORPO is experimental (``trl.experimental.orpo``); ``tests/train/test_loss.py`` pins its loss to ours,
+``tests/train/test_lean_orpo.py`` pins our lean forward to its forward and ``tests/train/test_training.py`` runs it,
+so an upgrade that changes any of them fails loudly.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from peft import LoraConfig
+from torch import nn
 from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from train.callbacks import MetricsLogCallback, TokenCountingCollator
 from train.config import CPU_AUTO_PRECISION, TrainConfig
+from train.lean_logps import LeanForwardError, orpo_sequence_logps
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we know it is experimental: the tests pin it
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402
@@ -83,7 +89,9 @@ def build_trainer(
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every LoRA parameter is used in every step
     )
-    trainer = ORPOTrainer(
+    lean = {"logit_chunk_size": cfg.logit_chunk_size} if cfg.orpo_forward == "lean" else {}
+    trainer = (LeanORPOTrainer if lean else ORPOTrainer)(
+        **lean,
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -99,7 +107,7 @@ def build_trainer(
     trainer.add_callback(metrics_cb)
     trainable, total = trainer.model.get_nb_trainable_parameters()
     logger.info(
-        "LoRA r=%d on %s: %s trainable of %s parameters; precision %s on %s, %d process(es)",
+        "LoRA r=%d on %s: %s trainable of %s parameters; precision %s on %s, %d process(es), %s ORPO forward",
         cfg.lora_r,
         cfg.lora_target_modules,
         f"{trainable:,}",
@@ -107,8 +115,108 @@ def build_trainer(
         precision,
         "cpu" if on_cpu else "cuda",
         args.world_size,
+        "lean" if getattr(trainer, "lean", False) else "trl's",
     )
     return trainer, metrics_cb
+
+
+class LeanORPOTrainer(ORPOTrainer):
+    """trl's ORPOTrainer whose forward never holds the ``[2B, T, V]`` logits (``train/lean_logps.py``).
+
+    The (possibly DDP-wrapped) model runs its own forward, so gradient sync and hooks stay intact, with the output
+    layer swapped for an identity: ``outputs.logits`` are then the final hidden states, and the real LM head weight
+    is applied chunk by chunk. The loss, metrics and logged names are trl's (``get_batch_loss_metrics`` is not
+    overridden). FSDP and DeepSpeed ZeRO-3 shard the head weight outside forward, so there trl's forward is used.
+    """
+
+    def __init__(self, *args, logit_chunk_size: int = 512, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.logit_chunk_size = logit_chunk_size
+        self.lean = not (self.is_fsdp_enabled or is_deepspeed_zero3_enabled())
+        if not self.lean:
+            logger.warning("orpo_forward 'lean' does not support FSDP / ZeRO-3 (sharded LM head): using trl's forward")
+            return
+        if self.is_encoder_decoder:
+            raise LeanForwardError("orpo_forward 'lean' supports decoder-only models; use orpo_forward: trl")
+        check_lean_forward(self.accelerator.unwrap_model(self.model))
+
+    def concatenated_forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
+        if not self.lean:
+            return super().concatenated_forward(model, batch)
+        cat = self.concatenated_inputs(batch, padding_value=self.padding_value, device=self.accelerator.device)
+        n_chosen = batch["chosen_labels"].shape[0]
+        model_kwargs = {"output_router_logits": True} if self.aux_loss_enabled else {}
+        with hidden_states_as_logits(self.accelerator.unwrap_model(model)) as head:
+            outputs = model(
+                cat["concatenated_input_ids"],
+                attention_mask=cat["concatenated_attention_mask"],
+                use_cache=False,
+                **model_kwargs,
+            )
+        out = orpo_sequence_logps(
+            outputs.logits,
+            head.weight,
+            head.bias,
+            cat["concatenated_input_ids"],
+            cat["concatenated_attention_mask"],
+            cat["concatenated_labels"],
+            n_chosen,
+            self.logit_chunk_size,
+        )
+        # trl's tuple: the "logits" slots only feed the logged logits/chosen|rejected (.detach().mean() of them)
+        result = (out.chosen_logps, out.rejected_logps, out.chosen_mean_logit, out.rejected_mean_logit, out.chosen_nll)
+        return (*result, outputs.aux_loss) if self.aux_loss_enabled else result
+
+
+@contextmanager
+def hidden_states_as_logits(model: nn.Module) -> Iterator[nn.Linear]:
+    """Within the block, ``model``'s output layer is an identity, so its forward returns hidden states as logits."""
+    head = model.get_output_embeddings()
+    name = next(name for name, module in model.named_modules() if module is head)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    setattr(parent, attr, nn.Identity())
+    try:
+        yield head
+    finally:
+        setattr(parent, attr, head)
+
+
+def check_lean_forward(model: nn.Module) -> None:
+    """Refuse models whose logits are not exactly ``head(hidden)``, before any training step.
+
+    The lean path assumes a plain ``nn.Linear`` head: a LoRA or ``modules_to_save`` LM head is a wrapper, refused.
+    A constant scale after the head (Granite, Cohere) lands on the hidden states once the head is an identity, and
+    the head is linear, so it stays exact; a non-linear soft-cap (Gemma) does not: a short probe forward compares
+    both paths whatever the architecture calls its post-processing.
+    """
+    head = model.get_output_embeddings()
+    if type(head) is not nn.Linear:
+        raise LeanForwardError(
+            f"orpo_forward 'lean' needs a plain nn.Linear LM head, this model has {type(head).__name__} (LoRA or "
+            "modules_to_save on lm_head?); use orpo_forward: trl"
+        )
+    if getattr(getattr(model, "config", None), "final_logit_softcapping", None):
+        raise LeanForwardError("orpo_forward 'lean' does not support final_logit_softcapping; use orpo_forward: trl")
+    ids = torch.arange(1, 9, device=head.weight.device)[None]
+    was_training = model.training
+    model.eval()  # no dropout, so both forwards see the same function (and no RNG is consumed)
+    try:
+        with torch.no_grad():
+            expected = model(ids, use_cache=False).logits.float()
+            with hidden_states_as_logits(model):
+                hidden = model(ids, use_cache=False).logits
+            ok = hidden.shape[-1] == head.in_features
+            if ok:
+                got = nn.functional.linear(hidden.float(), head.weight.float(), head.bias)
+                ok = torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()) + 1e-6)
+    finally:
+        model.train(was_training)
+    if not ok:
+        raise LeanForwardError(
+            f"{type(model).__name__}: logits are not lm_head(hidden states) (a non-linear cap after the head?); "
+            "use orpo_forward: trl"
+        )
 
 
 def check_tokenized(tokenized: Dataset, max_length: int) -> None:

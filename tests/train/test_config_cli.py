@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_defaults_are_valid_and_documented():
     cfg = TrainConfig()
     assert cfg.learning_rate == 2e-4 and cfg.beta == 0.1 and cfg.lora_target_modules == "all-linear"
+    assert cfg.orpo_forward == "lean" and cfg.logit_chunk_size == 512
     assert all(text.strip() for text in field_help().values())
     assert {name for name, *_ in DIFFERS_FROM_TRL} >= {"learning_rate", "bf16", "disable_dropout"}
 
@@ -49,6 +50,8 @@ def test_values_are_coerced_from_strings():
         ({"max_prompt_length": 510}, "must leave at least 16 response tokens"),
         ({"disable_dropout": True}, "would silently zero lora_dropout"),
         ({"precision": "fp16"}, "precision must be one of"),
+        ({"orpo_forward": "fast"}, "orpo_forward must be one of lean, trl"),
+        ({"logit_chunk_size": 0}, "logit_chunk_size must be >= 1"),
         ({"lr": 1e-4}, "unknown config key 'lr'"),
     ],
 )
