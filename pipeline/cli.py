@@ -124,7 +124,9 @@ def run_pipeline(cfg: PipelineConfig, facts: dict[str, Any], config_path: Any, r
         serve_plan = plan_serve(cfg, which, model_dir, reason)
         # The server is only worth starting when the load test has to run (or the serve record is stale).
         need = "--rerun" if {SERVE, LOADTEST} & rerun else None
-        need = need or runner.stale_reason(serve_plan) or runner.stale_reason(plan_loadtest(cfg, None, None))
+        need = need or runner.stale_reason(serve_plan)
+        if need is None and (loadtest_reason := runner.stale_reason(plan_loadtest(cfg, None, None))):
+            need = f"the load test needs it: {loadtest_reason}"
         if need is None:
             run(serve_plan)
             run(plan_loadtest(cfg, None, None))

@@ -39,7 +39,8 @@ TINY = {
         "calibration_max_tokens": 64,
         "quality_engine": "hf",
     },
-    "serve": {"max_model_len": 512, "kv_cache_gib": 1, "enforce_eager": True, "start_timeout_s": 300},
+    # a loaded shared 2-core host has taken 50 to over 300 s to /ready (nice 19)
+    "serve": {"max_model_len": 512, "kv_cache_gib": 1, "enforce_eager": True, "start_timeout_s": 900},
     "loadtest": {"users": 2, "run_time": "20s", "max_tokens": 16, "slos": {"error_rate": 0, "min_requests": 1}},
 }
 
