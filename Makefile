@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export VENV
 export TRL_EXPERIMENTAL_SILENCE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
-DEMO_OUT ?= runs/demo
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: env demo test test-fast lint format data
@@ -12,9 +12,10 @@ PYTEST_ARGS ?=
 env:
 	@bash scripts/setup_env.sh
 
-# Until the one-command pipeline lands: score the bundled SmolLM2 on the held-out split (the baseline).
+# The main job: train -> eval -> export -> serve -> load test -> report (orpo-pipeline; ~30 min on 2 CPU cores).
+# `make demo DEMO_ARGS=--quick` for a first look; re-running skips every stage that is up to date.
 demo: env
-	$(VENV)/bin/orpo-eval --model smollm2-135m-instruct --output $(DEMO_OUT)/eval-base
+	$(PY) -m pipeline.cli $(DEMO_ARGS)
 
 test: env
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)

@@ -1,0 +1,234 @@
+"""The one typed config of the pipeline: defaults < YAML (``--config``) < ``--quick`` < ``--set stage.key=value``.
+
+One dataclass per stage budget, nested in ``PipelineConfig``. A YAML file may carry a ``quick:`` mapping of the
+same keys: ``--quick`` applies it on top (a first look in a few minutes, written to its own run folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_CONFIG = REPO / "configs" / "pipeline_smollm2_cpu.yaml"
+GPU_CONFIG = REPO / "configs" / "pipeline_smollm2_gpu.yaml"
+SERVE_CHOICES = ("auto", "quantized", "merged")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the key."""
+
+
+@dataclass
+class TrainBudget:
+    config: str = "configs/orpo_smollm2_cpu.yaml"
+    """orpo-train YAML (relative paths are from the repository root); output_dir and model are set by the pipeline."""
+    max_steps: int | None = None
+    """Override the train config's max_steps (empty = keep it)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Further orpo-train keys (--set KEY=VALUE), e.g. {max_pairs: 64}."""
+
+
+@dataclass
+class EvalBudget:
+    limit: int | None = 64
+    """Held-out pairs (evenly spaced subset); empty = all."""
+    max_new_tokens: int = 128
+    """Max new tokens per answer in the instruction-following check."""
+    engine: str = "vllm"
+    """Generation engine of orpo-eval: vllm or hf."""
+    batch_size: int = 8
+
+
+@dataclass
+class ExportBudget:
+    method: str = "gptq"
+    min_retention: float = 0.9
+    """The export's quality gate (0 = report only)."""
+    eval_limit: int = 64
+    eval_max_new_tokens: int = 128
+    calibration_size: int = 128
+    calibration_max_tokens: int = 512
+    quality_engine: str = "auto"
+
+
+@dataclass
+class ServeBudget:
+    serve: str = "auto"
+    """What to serve: auto (the quantised folder where the engine runs 4-bit weights, else the merged one),
+    quantized, or merged."""
+    max_model_len: int = 1024
+    kv_cache_gib: int = 1
+    enforce_eager: bool = True
+    """Skip torch.compile: faster start-up, slower decode (a short load test favours it)."""
+    start_timeout_s: float = 600.0
+    """Seconds to wait for /ready before the stage fails."""
+    grace_seconds: float = 30.0
+    """Drain time after SIGTERM."""
+
+
+@dataclass
+class LoadtestBudget:
+    users: int = 4
+    run_time: str = "60s"
+    max_tokens: int = 64
+    slos: dict[str, float] = field(default_factory=lambda: {"error_rate": 0.0, "min_requests": 8})
+    """orpo-loadtest --slo KEY=VALUE pairs."""
+
+
+@dataclass
+class PipelineConfig:
+    """From preference data to a served, load-tested model: train -> eval -> export -> serve -> loadtest -> report."""
+
+    name: str = "smollm2"
+    """Run name: everything goes to RUNS_DIR/NAME."""
+    runs_dir: str = "runs"
+    model: str = "smollm2-135m-instruct"
+    """Base model: bundled name, 'tiny-smollm2' or an HF folder."""
+    dataset: str | None = None
+    """Training pairs (empty = our committed train split)."""
+    eval_dataset: str | None = None
+    """Held-out pairs for eval and the export check (empty = our test split)."""
+    train: TrainBudget = field(default_factory=TrainBudget)
+    eval: EvalBudget = field(default_factory=EvalBudget)
+    export: ExportBudget = field(default_factory=ExportBudget)
+    serve: ServeBudget = field(default_factory=ServeBudget)
+    loadtest: LoadtestBudget = field(default_factory=LoadtestBudget)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name must be a plain folder name, got {self.name!r}")
+        if self.train.max_steps is not None and self.train.max_steps < 1:
+            raise ConfigError(f"train.max_steps must be >= 1 or empty, got {self.train.max_steps}")
+        if self.eval.limit is not None and self.eval.limit < 1:
+            raise ConfigError(f"eval.limit must be >= 1 or empty, got {self.eval.limit}")
+        if self.eval.engine not in ("vllm", "hf"):
+            raise ConfigError(f"eval.engine must be vllm or hf, got {self.eval.engine!r}")
+        if self.serve.serve not in SERVE_CHOICES:
+            raise ConfigError(f"serve.serve must be one of {', '.join(SERVE_CHOICES)}, got {self.serve.serve!r}")
+        if self.loadtest.users < 1:
+            raise ConfigError(f"loadtest.users must be >= 1, got {self.loadtest.users}")
+        if not (REPO / self.train.config).is_file() and not Path(self.train.config).is_file():
+            raise ConfigError(f"train.config not found: {self.train.config}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def train_config_path(self) -> Path:
+        path = Path(self.train.config)
+        return path if path.is_file() else REPO / path
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(
+    path: str | Path | None, quick: bool = False, overrides: Mapping[str, Any] | None = None
+) -> PipelineConfig:
+    """YAML file (None = no file: the dataclass defaults), its ``quick:`` section if asked, then overrides."""
+    values: dict[str, Any] = {}
+    quick_values: dict[str, Any] = {}
+    if path is not None:
+        values = _read_yaml(Path(path))
+        quick_values = values.pop("quick", None) or {}
+    if quick:
+        if path is not None and not quick_values:
+            raise ConfigError(f"--quick: {path} has no 'quick:' section")
+        _merge(values, quick_values)
+    for dotted, value in (overrides or {}).items():
+        _merge(values, _nest(dotted, value))
+    return build(PipelineConfig, values, "")
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["train.max_steps=5", "name=x"]`` -> ``{"train.max_steps": 5, "name": "x"}`` (values read as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.max_steps=5), got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    """``cls(**values)`` with nested dataclasses built recursively and unknown keys named with a suggestion."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config key {prefix}{key!r}{hint}")
+        hint_type = hints[key]
+        if dataclasses.is_dataclass(hint_type):
+            value = build(hint_type, value or {}, f"{prefix}{key}.")
+        else:
+            value = _check_type(f"{prefix}{key}", hint_type, value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+def _check_type(name: str, hint: Any, value: Any) -> Any:
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{name} must not be empty")
+    base = [a for a in allowed if a is not type(None)] or [hint]
+    origin = typing.get_origin(base[0]) or base[0]
+    if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if origin is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if origin in (str, dict, bool) and isinstance(value, origin):
+        return value
+    raise ConfigError(f"{name}: expected {getattr(origin, '__name__', origin)}, got {value!r}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys")
+    return data
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Deep-merge ``new`` into ``into``: nested mappings merge, everything else replaces."""
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), Mapping):
+            merged = dict(into[key])
+            _merge(merged, value)
+            into[key] = merged
+        else:
+            into[key] = value

@@ -1,0 +1,257 @@
+"""``python -m pipeline.report --run-dir RUN --output RUN/report``: one report of a pipeline run.
+
+Reads what the stages left (manifests, eval results, the load-test summary, the pipeline's state records) and
+writes ``report.md``, ``report.json`` and PNG charts into the output folder, atomically. It reports only what
+the stages measured; a figure that is missing shows as "-".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.manifest import MANIFEST_NAME, atomic_output_dir
+from pipeline.charts import bar_chart, quality_chart
+
+RATES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")
+COLUMNS = ("base", "ORPO", "ORPO (export check)", "quantised")
+STAGE_ORDER = ("train", "eval-base", "eval-orpo", "export", "serve", "loadtest", "report")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def folder_mib(folder: Path | None) -> float | None:
+    if folder is None or not folder.is_dir():
+        return None
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def quality_rows(base: dict | None, orpo: dict | None, export: dict | None) -> list[dict[str, Any]]:
+    """One row per figure, one value per column of ``COLUMNS`` (None where that column did not measure it)."""
+    quality = (export or {}).get("quality", {})
+
+    def from_eval(result: dict | None, name: str) -> float | None:
+        if result is None:
+            return None
+        if name == "preference_accuracy":
+            return result.get("preference", {}).get(name)
+        return result.get("instruction_following", {}).get(name)
+
+    def from_export(side: str, name: str) -> float | None:
+        figures = quality.get(side) or {}
+        if name in ("preference_accuracy", "perplexity"):
+            return figures.get(name)
+        return (figures.get("instruction_following_rates") or {}).get(name)
+
+    rows = []
+    for name in ("preference_accuracy", *RATES, "perplexity"):
+        values = {
+            "base": from_eval(base, name),
+            "ORPO": from_eval(orpo, name),
+            "ORPO (export check)": from_export("full", name),
+            "quantised": from_export("quantized", name),
+        }
+        label = name if name in ("preference_accuracy", "perplexity") else f"IF {name.replace('_', '-')}"
+        rows.append({"figure": label, "rate": name != "perplexity", "values": values})
+    return rows
+
+
+def measured_on(base: dict | None, orpo: dict | None, export: dict | None) -> dict[str, str]:
+    """How each column was measured (pairs, prompts, engine): columns on other subsets are not comparable."""
+    out = {}
+    for column, result in (("base", base), ("ORPO", orpo)):
+        if result:
+            cfg = result.get("config", {})
+            pairs = result.get("preference", {}).get("pairs")
+            tokens = cfg.get("max_new_tokens")
+            out[column] = f"orpo-eval, {pairs} pairs, {cfg.get('engine')} generation, {tokens} new tokens"
+    quality = (export or {}).get("quality", {})
+    full = quality.get("full") or {}
+    if full:
+        text = f"orpo-export's gate, {full.get('pairs')} pairs, {quality.get('engine')} generation"
+        out["ORPO (export check)"] = out["quantised"] = text
+    return out
+
+
+def collect(run_dir: Path) -> dict[str, Any]:
+    """Everything the report shows, as one JSON-able dict."""
+    state = run_dir / "state"
+    base = read_json(run_dir / "eval-base" / "results.json")
+    orpo = read_json(run_dir / "eval-orpo" / "results.json")
+    export = read_json(run_dir / "export" / MANIFEST_NAME)
+    merged = read_json(run_dir / "train" / "merged" / MANIFEST_NAME) or {}
+    loadtest = read_json(run_dir / "loadtest" / "summary.json") or {}
+    run = read_json(state / "run.json") or {}
+    this_run = {s["name"]: s for s in run.get("stages", [])}
+    stages = []
+    for name in STAGE_ORDER[:-1]:
+        record = read_json(state / f"{name}.json") or {}
+        stages.append(
+            {
+                "stage": name,
+                "wall_s": record.get("wall_s"),
+                "finished_at": record.get("finished_at"),
+                "this_run": this_run.get(name, {}).get("status"),
+            }
+        )
+    serve = run_dir / "serve"
+    base_dir = Path(base["model_dir"]) if base and base.get("model_dir") else None
+    return {
+        "run_dir": str(run_dir),
+        "train": {**(merged.get("train") or {}), "metrics": merged.get("metrics", {}).get("train")},
+        "quality": quality_rows(base, orpo, export),
+        "quality_measured_on": measured_on(base, orpo, export),
+        "export": {
+            k: (export or {}).get(k) for k in ("method", "bits", "group_size", "wall_time_s", "size_on_disk_bytes")
+        },
+        "export_gate": {
+            "min_retention": (export or {}).get("quality", {}).get("min_retention"),
+            "figures": (export or {}).get("quality", {}).get("figures"),
+        },
+        "sizes_mib": {
+            "base": folder_mib(base_dir),
+            "merged (ORPO)": folder_mib(run_dir / "train" / "merged"),
+            "quantised": folder_mib(run_dir / "export"),
+        },
+        "serve": {**(read_json(serve / "serve.json") or {}), **(read_json(serve / "stop.json") or {})},
+        "loadtest": {"run": loadtest.get("run"), "summary": loadtest.get("summary"), "slos": loadtest.get("slos"),
+                     "passed": loadtest.get("passed")},
+        "stages": stages,
+        "elapsed_s": run.get("elapsed_s"),
+    }  # fmt: skip
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_markdown(report: dict[str, Any], charts: dict[str, str]) -> str:
+    lines = [f"# orpo-pipeline report: {report['run_dir']}", ""]
+    train = report["train"]
+    lines += [
+        "## Training",
+        "",
+        f"{fmt(train.get('global_step'))} steps in {fmt(train.get('wall_time_s'), 0)} s, "
+        f"{fmt(train.get('tokens_per_second'), 1)} tokens/s, peak RSS {fmt(train.get('peak_rss_mib'), 0)} MiB.",
+        "",
+    ]
+    if "training" in charts:
+        lines += [f"![training curves]({charts['training']})", ""]
+    lines += ["## Quality (held-out split)", "", "| figure | " + " | ".join(COLUMNS) + " |", "|---" * 5 + "|"]
+    for row in report["quality"]:
+        lines.append(f"| {row['figure']} | " + " | ".join(fmt(row["values"][c]) for c in COLUMNS) + " |")
+    lines.append("")
+    lines += [f"- {column}: {how}" for column, how in report["quality_measured_on"].items()]
+    gate = report["export_gate"]
+    lines += ["", f"Export gate: min retention {fmt(gate.get('min_retention'), 2)} (passed: the export exists).", ""]
+    if "quality" in charts:
+        lines += [f"![quality]({charts['quality']})", ""]
+    lines += ["## Sizes on disk", "", "| model | MiB |", "|---|---|"]
+    lines += [f"| {name} | {fmt(mib, 1)} |" for name, mib in report["sizes_mib"].items()]
+    if "sizes" in charts:
+        lines += ["", f"![sizes]({charts['sizes']})"]
+    serve, lt = report["serve"], report["loadtest"]
+    s = lt.get("summary") or {}
+    run = lt.get("run") or {}
+    lines += [
+        "",
+        "## Serving",
+        "",
+        f"Served: **{fmt(serve.get('served'))}** ({fmt(serve.get('model_dir'))}): {fmt(serve.get('reason'))}. "
+        f"Ready in {fmt(serve.get('ready_s'), 1)} s, one warm-up request {fmt(serve.get('warm_up_s'), 1)} s; "
+        f"stopped (SIGTERM, drain) in {fmt(serve.get('stop_s'), 1)} s, "
+        f"exit {fmt(serve.get('exit_code'))}.",
+        "",
+        f"Load test: {fmt(run.get('users'))} users for {fmt(run.get('run_time_s'))} s, max_tokens "
+        f"{fmt(run.get('max_tokens'))}, Locust on the same host.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| requests (failed) | {fmt(s.get('requests'))} ({fmt(s.get('failures'))}) |",
+        f"| requests/s | {fmt(s.get('requests_per_s'), 2)} |",
+        f"| output tokens/s | {fmt(s.get('output_tokens_per_s'), 1)} |",
+    ]
+    for key, label in (("ttft_ms", "TTFT"), ("itl_ms", "inter-token latency"), ("e2e_ms", "request latency")):
+        p = s.get(key) or {}
+        lines.append(f"| {label} p50 / p95 (ms) | {fmt(p.get('p50'), 1)} / {fmt(p.get('p95'), 1)} |")
+    slos = ", ".join(f"{r['key']} {'ok' if r['ok'] else 'FAILED'}" for r in lt.get("slos") or [])
+    lines += ["", f"SLOs: {slos or '-'}; passed: {fmt(lt.get('passed'))}.", ""]
+    if "loadtest" in charts:
+        lines += [f"![load test]({charts['loadtest']})", ""]
+    lines += [
+        "## Stages",
+        "",
+        "Wall time of the run that produced each output; the last column: ran, or skipped (up to date), in the "
+        "run that wrote this report.",
+        "",
+        "| stage | wall time (s) | finished | in this run |",
+        "|---|---|---|---|",
+    ]
+    for st in report["stages"]:
+        lines.append(f"| {st['stage']} | {fmt(st['wall_s'], 1)} | {fmt(st['finished_at'])} | {fmt(st['this_run'])} |")
+    if "stages" in charts:
+        lines += ["", f"![stage times]({charts['stages']})"]
+    return "\n".join(lines) + "\n"
+
+
+def draw(report: dict[str, Any], run_dir: Path, out: Path) -> dict[str, str]:
+    """The PNGs, by name: copied from the stages (training curves, load test) or drawn here."""
+    charts: dict[str, str] = {}
+    for name, source in (
+        ("training", run_dir / "train" / "run" / "plots" / "metrics.png"),
+        ("loadtest", run_dir / "loadtest" / "loadtest.png"),
+    ):
+        if source.is_file():
+            shutil.copyfile(source, out / f"{name}.png")
+            charts[name] = f"{name}.png"
+    if quality_chart(report["quality"], list(COLUMNS), out / "quality.png"):
+        charts["quality"] = "quality.png"
+    sizes = {k: v for k, v in report["sizes_mib"].items() if v is not None}
+    if bar_chart(list(sizes), list(sizes.values()), out / "sizes.png", "size on disk", "MiB"):
+        charts["sizes"] = "sizes.png"
+    timed = [st for st in report["stages"] if st["wall_s"] is not None]
+    notes = ["(reused: skipped in the last run)" if st["this_run"] == "skipped" else "" for st in timed]
+    labels, values = [st["stage"] for st in timed], [st["wall_s"] for st in timed]
+    if bar_chart(labels, values, out / "stages.png", "stage wall time", "seconds", notes):
+        charts["stages"] = "stages.png"
+    return charts
+
+
+def write_report(run_dir: Path, output: Path) -> dict[str, Any]:
+    report = collect(run_dir)
+    with atomic_output_dir(output, overwrite=True) as tmp:
+        charts = draw(report, run_dir, tmp)
+        report["charts"] = charts
+        (tmp / "report.md").write_text(to_markdown(report, charts))
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipeline.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--output", required=True, type=Path)
+    args = parser.parse_args(argv)
+    if not args.run_dir.is_dir():
+        print(f"pipeline.report: error: {args.run_dir} is not a folder", file=sys.stderr)
+        return 2
+    write_report(args.run_dir, args.output)
+    print(f"report written to {args.output / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

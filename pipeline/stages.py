@@ -1,0 +1,226 @@
+"""The concrete stages: each a ``StagePlan`` (command, settings, input fingerprints) built from the config once
+the stages before it have finished, so its key sees their fresh outputs.
+
+Every command is ``sys.executable -m <stage>.cli ...``: each stage has its own process (its own memory, its own
+failure), with this repository first on PYTHONPATH so a checkout works without an install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.manifest import MANIFEST_NAME, weights_sha256
+from data.splits import split_path
+from pipeline.config import REPO, PipelineConfig
+from pipeline.runner import StagePlan, fingerprint
+
+TRAIN, EVAL_BASE, EVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT = (
+    "train",
+    "eval-base",
+    "eval-orpo",
+    "export",
+    "serve",
+    "loadtest",
+    "report",
+)
+STAGES = (TRAIN, EVAL_BASE, EVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT)
+# The file whose sha256 fingerprints each stage's output (the manifest the stage writes last).
+MANIFESTS = {
+    TRAIN: f"merged/{MANIFEST_NAME}",
+    EVAL_BASE: "results.json",
+    EVAL_ORPO: "results.json",
+    EXPORT: MANIFEST_NAME,
+    SERVE: "serve.json",
+    LOADTEST: "summary.json",
+    REPORT: "report.json",
+}
+
+
+def stage_env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH", "")
+    return {
+        "PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO),
+        "TRL_EXPERIMENTAL_SILENCE": os.environ.get("TRL_EXPERIMENTAL_SILENCE", "1"),
+        "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false"),
+        "PYTHONUNBUFFERED": "1",  # the logs stream as the stage runs
+    }
+
+
+def output_dir(cfg: PipelineConfig, stage: str) -> Path:
+    return (cfg.run_dir / stage).resolve()
+
+
+def output_fingerprint(cfg: PipelineConfig, stage: str) -> str:
+    return fingerprint(output_dir(cfg, stage) / MANIFESTS[stage])
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """The model folder's manifest sha256; a folder made by another tool has none, so its weights' sha256."""
+    manifest = model_dir / MANIFEST_NAME
+    if manifest.is_file():
+        return fingerprint(manifest)
+    return _sha_text(json.dumps(weights_sha256(model_dir), sort_keys=True))
+
+
+def data_fingerprint(spec: str | None, default_split: str) -> str:
+    """sha256 of a dataset file (or of a folder's files), or of our committed split when ``spec`` is empty."""
+    path = split_path(default_split) if spec is None else Path(spec).expanduser()
+    if path.is_file():
+        return fingerprint(path)
+    if path.is_dir():
+        files = {str(p.relative_to(path)): fingerprint(p) for p in sorted(path.rglob("*")) if p.is_file()}
+        return _sha_text(json.dumps(files, sort_keys=True))
+    return f"spec:{spec}"  # a hub id: its name is all we can key on offline
+
+
+def plan_train(cfg: PipelineConfig, base_dir: Path) -> StagePlan:
+    out = output_dir(cfg, TRAIN)
+    config_path = cfg.train_config_path()
+    overrides: dict[str, Any] = {**cfg.train.overrides, "output_dir": str(out), "model": cfg.model}
+    if cfg.train.max_steps is not None:
+        overrides["max_steps"] = cfg.train.max_steps
+    if cfg.dataset is not None:
+        overrides["dataset"] = cfg.dataset
+    sets = [arg for k, v in overrides.items() for arg in ("--set", f"{k}={_yaml_scalar(v)}")]
+    return StagePlan(
+        name=TRAIN,
+        output=out,
+        manifest=MANIFESTS[TRAIN],
+        settings={"config": yaml.safe_load(config_path.read_text()), "overrides": overrides},
+        inputs={"base_model": model_fingerprint(base_dir), "dataset": data_fingerprint(cfg.dataset, "train")},
+        command=[sys.executable, "-m", "train.cli", "--config", str(config_path), *sets],
+        env=stage_env(),
+        resume_args=["--resume"],
+        check_weights=True,
+    )
+
+
+def merged_dir(cfg: PipelineConfig) -> Path:
+    return output_dir(cfg, TRAIN) / "merged"
+
+
+def plan_eval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
+    e = cfg.eval
+    settings = {"limit": e.limit, "max_new_tokens": e.max_new_tokens, "engine": e.engine, "batch_size": e.batch_size}
+    argv = ["--model", str(model_dir), "--output", str(output_dir(cfg, stage))]
+    argv += ["--max-new-tokens", str(e.max_new_tokens), "--engine", e.engine, "--batch-size", str(e.batch_size)]
+    argv += ["--limit", str(e.limit)] if e.limit is not None else []
+    argv += ["--dataset", cfg.eval_dataset] if cfg.eval_dataset is not None else []
+    inputs = {"model": model_fingerprint(model_dir), "eval_data": data_fingerprint(cfg.eval_dataset, "test")}
+    return command_plan(cfg, stage, "evaluation.cli", argv, settings, inputs)
+
+
+def plan_export(cfg: PipelineConfig) -> StagePlan:
+    x = cfg.export
+    settings = dict(vars(x))
+    argv = ["--model", str(merged_dir(cfg)), "--output", str(output_dir(cfg, EXPORT))]
+    argv += ["--method", x.method, "--min-retention", str(x.min_retention), "--eval-limit", str(x.eval_limit)]
+    argv += ["--eval-max-new-tokens", str(x.eval_max_new_tokens), "--calibration-size", str(x.calibration_size)]
+    argv += ["--calibration-max-tokens", str(x.calibration_max_tokens), "--quality-engine", x.quality_engine]
+    argv += ["--eval-dataset", cfg.eval_dataset] if cfg.eval_dataset is not None else []
+    argv += ["--calibration-dataset", cfg.dataset] if cfg.dataset is not None else []
+    inputs = {
+        "model": output_fingerprint(cfg, TRAIN),
+        "eval_data": data_fingerprint(cfg.eval_dataset, "test"),
+        "calibration_data": data_fingerprint(cfg.dataset, "train"),
+    }
+    return command_plan(cfg, EXPORT, "export.cli", argv, settings, inputs, check_weights=True)
+
+
+def choose_served_model(cfg: PipelineConfig, serves_4bit: bool, why: str) -> tuple[str, Path, str]:
+    """(which, folder, reason): the quantised folder where the engine runs 4-bit weights, else the merged one."""
+    choice = cfg.serve.serve
+    if choice == "merged":
+        return "merged", merged_dir(cfg), "serve.serve: merged (configured)"
+    if choice == "quantized" or serves_4bit:
+        reason = "serve.serve: quantized (configured)" if choice == "quantized" else f"the engine runs 4-bit: {why}"
+        return "quantized", output_dir(cfg, EXPORT), reason
+    return "merged", merged_dir(cfg), f"the quantised folder cannot be served here ({why})"
+
+
+def serve_args(cfg: PipelineConfig) -> list[str]:
+    s = cfg.serve
+    args = ["--max-model-len", str(s.max_model_len), "--kv-cache-gib", str(s.kv_cache_gib)]
+    args += ["--grace-seconds", str(s.grace_seconds)]
+    return args + (["--enforce-eager"] if s.enforce_eager else [])
+
+
+def plan_serve(cfg: PipelineConfig, which: str, model_dir: Path, reason: str) -> StagePlan:
+    """The serve stage's plan; ``execute`` is attached by the caller that owns the server's lifetime."""
+    manifest = model_dir / MANIFEST_NAME
+    return StagePlan(
+        name=SERVE,
+        output=output_dir(cfg, SERVE),
+        manifest=MANIFESTS[SERVE],
+        # what is served and how; not start_timeout_s, which changes nothing about the measurement
+        settings={"served": which, "reason": reason, "args": serve_args(cfg)},
+        inputs={"model": fingerprint(manifest)},
+    )
+
+
+def plan_loadtest(cfg: PipelineConfig, url: str | None, api_key: str | None) -> StagePlan:
+    lt = cfg.loadtest
+    out = output_dir(cfg, LOADTEST)
+    staging = out.with_name(f".{out.name}.partial")
+    argv = [sys.executable, "-m", "loadtest.cli", "--host", url or "http://127.0.0.1:1", "--output", str(staging)]
+    argv += ["--users", str(lt.users), "--spawn-rate", str(lt.users), "--run-time", lt.run_time]
+    argv += ["--max-tokens", str(lt.max_tokens), "--stop-timeout", "30"]
+    argv += [arg for k, v in lt.slos.items() for arg in ("--slo", f"{k}={v}")]
+    return StagePlan(
+        name=LOADTEST,
+        output=out,
+        manifest=MANIFESTS[LOADTEST],
+        settings={"users": lt.users, "run_time": lt.run_time, "max_tokens": lt.max_tokens, "slos": lt.slos},
+        inputs={"server": output_fingerprint(cfg, SERVE)},
+        command=argv,
+        env={**stage_env(), "ORPO_LOADTEST_API_KEY": api_key or ""},
+        staging=staging,
+        soft_fail_codes=(1,),  # an SLO miss still leaves a graded summary.json: the report shows it
+    )
+
+
+def plan_report(cfg: PipelineConfig) -> StagePlan:
+    out = output_dir(cfg, REPORT)
+    inputs = {stage: output_fingerprint(cfg, stage) for stage in STAGES if stage != REPORT}
+    argv = ["--run-dir", str(cfg.run_dir.resolve()), "--output", str(out)]
+    return command_plan(cfg, REPORT, "pipeline.report", argv, {"report_version": 1}, inputs)
+
+
+def command_plan(
+    cfg: PipelineConfig,
+    stage: str,
+    module: str,
+    argv: list[str],
+    settings: dict[str, Any],
+    inputs: dict[str, str],
+    **extra: Any,
+) -> StagePlan:
+    """A stage that is one ``python -m MODULE ARGV`` writing ``output_dir(cfg, stage)``."""
+    return StagePlan(
+        name=stage,
+        output=output_dir(cfg, stage),
+        manifest=MANIFESTS[stage],
+        settings=settings,
+        inputs=inputs,
+        command=[sys.executable, "-m", module, *argv],
+        env=stage_env(),
+        **extra,
+    )
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A value as orpo-train's --set reads it (YAML), on one line."""
+    if value is None:
+        return ""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _sha_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,54 @@
+"""pipeline/config.py and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, load_config, parse_set
+from pipeline.stages import choose_served_model
+
+
+def test_shipped_configs_load_with_and_without_quick():
+    for path in (CPU_CONFIG, GPU_CONFIG):
+        full, quick = load_config(path), load_config(path, quick=True)
+        assert quick.name != full.name  # a quick look never overwrites the full run
+        assert quick.train.max_steps < full.train.max_steps
+        assert quick.train.config == full.train.config
+
+
+def test_overrides_reach_nested_keys_and_keep_siblings():
+    cfg = load_config(CPU_CONFIG, overrides=parse_set(["eval.limit=4", "loadtest.slos.ttft_p95_ms=100"]))
+    assert cfg.eval.limit == 4 and cfg.eval.max_new_tokens == load_config(CPU_CONFIG).eval.max_new_tokens
+    assert cfg.loadtest.slos["ttft_p95_ms"] == 100 and "error_rate" in cfg.loadtest.slos
+
+
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        ("eval.limt=4", "did you mean eval.limit"),
+        ("eval.limit=zero", "eval.limit: expected int"),
+        ("serve.serve=awq", "serve.serve must be one of"),
+        ("train.config=nope.yaml", "train.config not found"),
+        ("limit", "--set expects KEY=VALUE"),
+    ],
+)
+def test_bad_values_name_the_key(item, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(CPU_CONFIG, overrides=parse_set([item]))
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(capsys):
+    assert main(["--config", str(CPU_CONFIG), "--set", "eval.limt=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo-pipeline: error:") and "\n" not in err
+    assert main(["--config", "missing.yaml"]) == 2
+
+
+def test_serving_choice_falls_back_to_merged_without_4bit_kernels():
+    cfg = load_config(CPU_CONFIG)
+    which, folder, reason = choose_served_model(cfg, False, "CPU without AVX-512")
+    assert which == "merged" and folder.name == "merged" and "AVX-512" in reason
+    assert choose_served_model(cfg, True, "CUDA")[0] == "quantized"
+    cfg.serve.serve = "merged"
+    assert choose_served_model(cfg, True, "CUDA")[0] == "merged"
