@@ -13,63 +13,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from train.callbacks import MetricsLogCallback, TokenCountingCollator
 from train.config import TrainConfig
-from train.trainer import resolve_precision
+from train.hf_args import lora_config, training_arguments
 
 logger = logging.getLogger(__name__)
 
 # trl's SFT and DPO batches carry one attention mask (DPO's stacks prompt+chosen over prompt+rejected).
 BATCH_MASK_KEYS = ("attention_mask",)
-
-
-def lora_config(cfg: TrainConfig) -> LoraConfig:
-    """The same adapter shape ORPO gets from ``train.trainer``."""
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
-def training_arguments(cfg: TrainConfig) -> dict[str, Any]:
-    """TrainingArguments shared by the SFT and DPO configs, set exactly as ``train.trainer`` sets ORPO's."""
-    precision = resolve_precision(cfg)
-    return dict(
-        output_dir=str(cfg.run_dir / "checkpoints"),
-        max_length=cfg.max_length,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=precision == "bf16",
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        eval_strategy="no",
-        report_to="none",
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
-    )
 
 
 def build_sft_trainer(

@@ -22,6 +22,7 @@ from core.manifest import library_versions, make_manifest, sha256_file, weights_
 from core.models import resolve_model
 from train.config import EVAL_TEST_SPLIT, TrainConfig
 from train.data_prep import TruncationStats, format_pairs, truncate_pairs
+from train.hf_args import resolve_precision
 from train.merge import merge_adapter
 from train.plots import plot_metrics
 
@@ -100,7 +101,7 @@ def run_training(
         dataset=dataset_record(cfg.dataset, "train", train_pairs is not None, train_stats),
         eval_dataset=eval_record,
         config=cfg.to_dict(),
-        precision=orpo.resolve_precision(cfg),
+        precision=resolve_precision(cfg),
         world_size=trainer.args.world_size,
         versions=library_versions("torch", "transformers", "trl", "peft", "accelerate", "datasets"),
         metrics={"train": metrics.last_train_record, "eval": metrics.last_eval_record, "summary": output.metrics},

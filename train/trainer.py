@@ -15,26 +15,19 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig
 from torch import nn
 from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from train.callbacks import MetricsLogCallback, TokenCountingCollator
-from train.config import CPU_AUTO_PRECISION, TrainConfig
+from train.config import TrainConfig
+from train.hf_args import lora_config, resolve_precision, training_arguments
 from train.lean_logps import LeanForwardError, orpo_sequence_logps
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we know it is experimental: the tests pin it
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_precision(cfg: TrainConfig) -> str:
-    """'fp32' or 'bf16': the config's choice, or for 'auto' bf16 on CUDA and the measured-faster one on CPU."""
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bf16" if torch.cuda.is_available() else CPU_AUTO_PRECISION
 
 
 def build_trainer(
@@ -50,44 +43,17 @@ def build_trainer(
     on_cpu = not torch.cuda.is_available()
     # fp32 master weights either way: bf16 runs under autocast, so LoRA updates and the odds ratio keep fp32 sums.
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
     args = ORPOConfig(
-        output_dir=str(cfg.run_dir / "checkpoints"),
+        **{
+            **training_arguments(cfg),
+            "eval_strategy": "steps" if eval_dataset is not None else "no",
+            "eval_steps": cfg.eval_steps,
+        },
         beta=cfg.beta,
-        max_length=cfg.max_length,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        use_cpu=on_cpu,
-        bf16=precision == "bf16",
-        seed=cfg.seed,
         # trl's default True runs disable_dropout_in_model *after* wrapping in LoRA, so it zeroes lora_dropout
         # too; the config refuses that combination, and by default we keep it off so lora_dropout acts.
         disable_dropout=cfg.disable_dropout,
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        eval_strategy="steps" if eval_dataset is not None else "no",
-        eval_steps=cfg.eval_steps,
-        report_to="none",
         remove_unused_columns=False,  # trl's pair collator needs the chosen_/rejected_ columns
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # every LoRA parameter is used in every step
     )
     lean = {"logit_chunk_size": cfg.logit_chunk_size} if cfg.orpo_forward == "lean" else {}
     trainer = (LeanORPOTrainer if lean else ORPOTrainer)(
@@ -97,7 +63,7 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=lora,
+        peft_config=lora_config(cfg),
         callbacks=callbacks,
     )
     check_tokenized(trainer.train_dataset, cfg.max_length)
