@@ -30,8 +30,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-# bench name -> (TrainConfig.orpo_forward, gradient_checkpointing); lean-ckpt also recomputes the decoder layers
-PATHS = {"stock": ("trl", False), "lean": ("lean", False), "lean-ckpt": ("lean", True)}
+# bench name -> (TrainConfig.orpo_forward, gradient_checkpointing); the -ckpt paths also recompute the decoder
+# layers in backward. stock-ckpt is trl's ORPOConfig as it ships (gradient_checkpointing=True by default).
+PATHS = {"stock": ("trl", False), "lean": ("lean", False), "lean-ckpt": ("lean", True), "stock-ckpt": ("trl", True)}
 GB = 1e9  # decimal, as the issue's figures
 
 
@@ -217,16 +218,20 @@ def fit_and_check(report: dict, paths: list[str], lengths: list[int], args: argp
 def summarise(report: dict) -> None:
     """path/stock ratios per configuration (memory <= 0.5 and throughput >= 1 are the goals).
 
-    ``train_rss`` compares what training added on top of the loaded process (peak minus the peak before
-    ``train()``): the part that grows with batch x length, without the ~1 GB of interpreter, libraries and weights.
+    Every path is compared with ``stock`` at equal batch and length; lean-ckpt also with stock-ckpt when that ran
+    (like with like: both recompute the decoder layers). ``train_rss`` compares what training added on top of the
+    loaded process (peak minus the peak before ``train()``): the part that grows with batch x length, without the
+    ~1 GB of interpreter, libraries and weights.
     """
     by_key = {(r["path"], r["batch"], r["length"]): r for r in report["grid"]}
     report["ratios"] = []
-    for (path, batch, length), lean in by_key.items():
-        stock = by_key.get(("stock", batch, length))
-        if path == "stock" or stock is None or "error" in lean or "error" in stock:
+    pairs = [(key, "stock") for key in by_key if not key[0].startswith("stock")]
+    pairs += [(key, "stock-ckpt") for key in by_key if key[0] == "lean-ckpt"]
+    for (path, batch, length), reference in pairs:
+        lean, stock = by_key[(path, batch, length)], by_key.get((reference, batch, length))
+        if stock is None or "error" in lean or "error" in stock:
             continue
-        ratio = {"path": path, "batch": batch, "length": length}
+        ratio = {"path": path, "vs": reference, "batch": batch, "length": length}
         ratio["peak_rss"] = lean["peak_rss_bytes"] / stock["peak_rss_bytes"]
         ratio["train_rss"] = train_rss(lean) / train_rss(stock)
         ratio["tokens_per_s"] = lean["tokens_per_s"] / stock["tokens_per_s"]
@@ -265,13 +270,14 @@ def markdown(report: dict) -> str:
         "",
         "Ratios to stock at equal batch and length (train RSS = peak minus the peak before train(): what grows).",
         "",
-        "| path | batch | length | peak RSS | train RSS | tokens/s | CUDA max alloc |",
-        "|---|---|---|---|---|---|---|",
+        "| path | vs | batch | length | peak RSS | train RSS | tokens/s | CUDA max alloc |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["ratios"]:
         cuda = f"{r['cuda_max_allocated']:.2f}" if "cuda_max_allocated" in r else "-"
         lines.append(
-            f"| {r['path']} | {r['batch']} | {r['length']} | {r['peak_rss']:.2f} | {r['train_rss']:.2f} | "
+            f"| {r['path']} | {r.get('vs', 'stock')} | {r['batch']} | {r['length']} | {r['peak_rss']:.2f} | "
+            f"{r['train_rss']:.2f} | "
             f"{r['tokens_per_s']:.2f} | {cuda} |"
         )
     for path, fit in report.get("fits", {}).items():
