@@ -10,8 +10,10 @@
 #   DEBIAN_MIRROR=http://deb.debian.org/debian
 #   PYTHON=.venv/bin/python                 host interpreter that builds the tiny model (core.models)
 #   SKIP_BUILD=1                            reuse IMAGE as it is
+#   BUILD_ONLY=1                            stop after the build (e.g. build niced now, smoke-test later)
 #   STARTUP_TIMEOUT=300                     seconds allowed from start to /ready
-# Heavy steps run under `nice -n 19`: the machine may be shared.
+#   NICE=19                                 niceness of the heavy steps (0 on an idle machine: faster, timings real)
+# Heavy steps run under `nice -n $NICE`: the machine may be shared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,7 @@ BASE_IMAGE=${BASE_IMAGE:-localhost/debian:bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PYTHON=${PYTHON:-.venv/bin/python}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-300}
+NICE=${NICE:-19}
 say() { echo "[smoke] $*"; }
 die() { echo "[smoke] error: $*" >&2; exit 1; }
 
@@ -33,7 +36,7 @@ if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
     command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install -y debootstrap)"
     rootfs=$(mktemp -d)
     say "making $BASE_IMAGE with debootstrap from $DEBIAN_MIRROR"
-    nice -n 19 debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >/dev/null
+    nice -n "$NICE" debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >/dev/null
     tar -C "$rootfs" -c . | podman import - "$BASE_IMAGE" >/dev/null
     rm -rf "$rootfs"
 fi
@@ -57,7 +60,7 @@ fi
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     say "building $IMAGE (target serve-cpu) from $BASE_IMAGE"
     t0=$(date +%s)
-    nice -n 19 buildah bud --isolation chroot --format docker --layers --target serve-cpu \
+    nice -n "$NICE" buildah bud --isolation chroot --format docker --layers --target serve-cpu \
         "${build_args[@]}" -t "$IMAGE" -f Dockerfile . >"${BUILD_LOG:-/tmp/orpo-container-build.log}" 2>&1 \
         || { tail -30 "${BUILD_LOG:-/tmp/orpo-container-build.log}" >&2; die "build failed (log: ${BUILD_LOG:-/tmp/orpo-container-build.log})"; }
     build_s=$(($(date +%s) - t0))
@@ -65,9 +68,10 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 size=$(buildah images --format '{{.Size}}' "$IMAGE" | head -1)
 say "image size: $size ($IMAGE)"
+[ "${BUILD_ONLY:-0}" = 1 ] && exit 0
 
 # ---- tiny model on the host (random weights, SmolLM2 tokenizer, built in code), mounted read-only
-model_src=$(OMP_NUM_THREADS=1 nice -n 19 "$PYTHON" -c "from core.models import resolve_model; print(resolve_model('tiny-smollm2'))")
+model_src=$(OMP_NUM_THREADS=1 nice -n "$NICE" "$PYTHON" -c "from core.models import resolve_model; print(resolve_model('tiny-smollm2'))")
 # The server runs as uid 10001: give it a world-readable copy (cache folders are private to their owner).
 model=$(mktemp -d)
 cp -r "$model_src"/. "$model"/
@@ -93,7 +97,7 @@ buildah config --env ORPO_SERVE_PORT="$port" --env ORPO_SERVE_API_KEYS="$key" --
 say "starting orpo-serve in the image on port $port (tiny model mounted at /models/model)"
 t0=$(date +%s)
 # setsid: the server and its engine process get a process group of their own, which cleanup stops by its id.
-setsid nice -n 19 buildah run --isolation chroot --mount "type=bind,source=$model,target=/models/model,ro" \
+setsid nice -n "$NICE" buildah run --isolation chroot --mount "type=bind,source=$model,target=/models/model,ro" \
     "$ctr" -- orpo-serve ${SERVE_ARGS:-} >"${SERVER_LOG:-/tmp/orpo-container-server.log}" 2>&1 &
 server_pid=$!
 
