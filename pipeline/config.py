@@ -51,6 +51,8 @@ class EvalBudget:
 @dataclass
 class ExportBudget:
     method: str = "gptq"
+    group_size: int | None = None
+    """Weights per quantisation group; None = orpo-export's auto choice (the largest of 128, 64, 32 that fits)."""
     min_retention: float = 0.9
     """The export's quality gate (0 = report only)."""
     eval_limit: int = 64

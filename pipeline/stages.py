@@ -124,6 +124,7 @@ def plan_export(cfg: PipelineConfig) -> StagePlan:
     argv += ["--method", x.method, "--min-retention", str(x.min_retention), "--eval-limit", str(x.eval_limit)]
     argv += ["--eval-max-new-tokens", str(x.eval_max_new_tokens), "--calibration-size", str(x.calibration_size)]
     argv += ["--calibration-max-tokens", str(x.calibration_max_tokens), "--quality-engine", x.quality_engine]
+    argv += ["--group-size", str(x.group_size)] if x.group_size is not None else []
     argv += ["--eval-dataset", cfg.eval_dataset] if cfg.eval_dataset is not None else []
     argv += ["--calibration-dataset", cfg.dataset] if cfg.dataset is not None else []
     inputs = {

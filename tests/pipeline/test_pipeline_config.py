@@ -52,3 +52,15 @@ def test_serving_choice_falls_back_to_merged_without_4bit_kernels():
     assert choose_served_model(cfg, True, "CUDA")[0] == "quantized"
     cfg.serve.serve = "merged"
     assert choose_served_model(cfg, True, "CUDA")[0] == "merged"
+
+
+def test_export_group_size_reaches_orpo_export_only_when_set():
+    from pipeline.stages import plan_export
+
+    def argv(cfg) -> list[str]:
+        return [str(a) for a in plan_export(cfg).command]
+
+    shipped = argv(load_config(CPU_CONFIG))
+    assert shipped[shipped.index("--group-size") + 1] == "32"
+    auto = argv(load_config(CPU_CONFIG, overrides=parse_set(["export.group_size=null"])))
+    assert "--group-size" not in auto
