@@ -116,7 +116,12 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-async def run_level(url: str, name: str, concurrency: int, requests: int, max_tokens: int, pid: int) -> dict:
+async def run_level(
+    url: str, name: str, concurrency: int, requests: int, max_tokens: int, pid: int, seconds: float = 0.0
+) -> dict:
+    """``requests`` streamed requests over ``concurrency`` connections; with ``seconds`` > 0, also keep every
+    connection busy until that many seconds have passed (a fast server on a small model otherwise finishes a level
+    in a few seconds, too short to measure)."""
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await asyncio.gather(*(one_request(client, name, 8) for _ in range(min(concurrency, 4))))  # warm-up
@@ -128,8 +133,9 @@ async def run_level(url: str, name: str, concurrency: int, requests: int, max_to
 
         async def worker() -> None:
             nonlocal errors
-            while not queue.empty():
-                queue.get_nowait()
+            while not queue.empty() or time.perf_counter() < started + seconds:
+                if not queue.empty():
+                    queue.get_nowait()
                 try:
                     results.append(await one_request(client, name, max_tokens))
                 except httpx.HTTPError:
@@ -165,7 +171,9 @@ def bench_server(kind: str, model_dir: Path, name: str, args: argparse.Namespace
     load_before = os.getloadavg()[0]
     try:
         levels = [
-            asyncio.run(run_level(url, name, c, max(args.requests_per_level, c), args.max_tokens, proc.pid))
+            asyncio.run(
+                run_level(url, name, c, max(args.requests_per_level, c), args.max_tokens, proc.pid, args.seconds)
+            )
             for c in args.levels
         ]
     finally:
@@ -210,7 +218,8 @@ def markdown(report: dict) -> str:
         f"# orpo-serve vs vLLM OpenAI server: {report['model']}",
         "",
         f"{report['max_tokens']} new tokens per request (ignore_eos), streamed chat completions, httpx async client on "
-        f"the same {report['machine']['cpus']} CPUs; {report['requests_per_level']} requests per level; "
+        f"the same {report['machine']['cpus']} CPUs; at least {report['requests_per_level']} requests and "
+        f"{report.get('seconds_per_level', 0)} s per level; "
         f"enforce_eager={report['enforce_eager']}, max_model_len={report['max_model_len']}; median of "
         f"{report['rounds']} round(s), servers started alternately (ABBA).",
         "",
@@ -241,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="tiny-smollm2", help="bundled name or model folder (default tiny-smollm2)")
     p.add_argument("--levels", default="1,8,32", help="comma-separated concurrent streams (default 1,8,32)")
     p.add_argument("--requests-per-level", type=int, default=64, help="requests per level (at least the level)")
+    p.add_argument("--seconds-per-level", dest="seconds", type=float, default=0.0, help="keep sending until then")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--max-model-len", type=int, default=512)
     p.add_argument("--kv-cache-gib", type=int, default=1)
@@ -261,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": name,
         "max_tokens": args.max_tokens,
         "requests_per_level": args.requests_per_level,
+        "seconds_per_level": args.seconds,
         "enforce_eager": args.enforce_eager,
         "max_model_len": args.max_model_len,
         "rounds": args.rounds,
