@@ -208,9 +208,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         "runs twice the optimizer steps of ORPO. tokens/s counts the non-padding tokens the trainer fed forward "
         "(ORPO and DPO: prompt + chosen and prompt + rejected; SFT: prompt + chosen); DPO's reference pass over "
         "the same tokens is not counted again.",
-        "- The trainers are compared as trl ships them: DPOTrainer (trl 1.16) scores the policy and the reference "
-        "through a tiled LM head that never materialises the [batch, length, vocab] logits, ORPOTrainer "
-        "(trl.experimental) materialises them.",
+        "- DPOTrainer (trl 1.16) scores the policy and the reference through a tiled LM head that never "
+        "materialises the [batch, length, vocab] logits; the ORPO arm runs orpo-train's default lean forward "
+        "(train/lean_logps.py), which does not hold them either.",
         "- DPO trains a new LoRA on the merged SFT model; its reference is that model with the adapter disabled, "
         "so no second copy of the weights is loaded. The '2x memory' claim assumes a full-weight reference copy.",
         "- 'Win rate' in the claim is a judge's pairwise preference; we have no judge, so the instruction-following "
