@@ -4,7 +4,7 @@
 # Made for a lent GPU (one H100 ran 11 chains at once in ~5 min); on a CPU run one chain at a time (JOBS=1).
 #
 #   OUT=runs/sweep JOBS=4 bash bench/orpo_recipe_sweep.sh
-#   python bench/orpo_recipe_sweep_report.py runs/sweep/res bench/results/orpo_recipe_sweep
+#   python bench/orpo_recipe_sweep_report.py runs/sweep/res --output bench/results/orpo_recipe_sweep
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/sweep}
@@ -26,8 +26,9 @@ chain() {  # name:beta:lr:steps
     $PY -m train.cli --config configs/orpo_smollm2_cpu.yaml --output-dir "$OUT/runs/$name" --beta "$beta" \
         --learning-rate "$lr" --max-steps "$steps" --set eval_steps=1000 --set save_steps=1000 \
         > "$OUT/logs/$name.train.log" 2>&1 && evaluate "$OUT/runs/$name/merged" "$name"
+    local rc=$?  # the chain's status, not the copy's
     cp "$OUT/runs/$name/run/metrics.jsonl" "$OUT/res/$name.metrics.jsonl" 2>/dev/null
-    echo "$name: exit $? at $SECONDS s"
+    echo "$name: exit $rc at $SECONDS s"
 }
 evaluate smollm2-135m-instruct base && echo "base: done at $SECONDS s" &
 for c in $CHAINS; do
