@@ -8,6 +8,7 @@ enforce_eager). Passing an engine (tests use a fake one) makes the app ready as 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -122,6 +123,7 @@ async def _start_vllm(state: ServeState) -> None:
             state.on_fatal()
         return
     state.attach(engine, model_dir)
+    freeze_startup_heap()
     logger.info(
         "engine ready",
         extra={
@@ -130,6 +132,19 @@ async def _start_vllm(state: ServeState) -> None:
             "startup_s": round(time.perf_counter() - started, 1),
         },
     )
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive after start-up into the collector's permanent generation (``gc.freeze``).
+
+    Start-up leaves millions of long-lived objects (torch, transformers, vLLM's client) in the oldest generation,
+    and the garbage of serving (chunks, dicts, per-request state) now and then triggers a full collection that
+    walks all of them: a pause of every stream in the process. Measured with gc callbacks in orpo-serve on the
+    tiny model: a full collection took 350-370 ms unfrozen, 1.1 ms frozen. vLLM's own server does the same
+    after start-up (``freeze_gc_heap``).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def drain(app: FastAPI, grace_seconds: float) -> bool:

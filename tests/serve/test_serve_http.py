@@ -354,3 +354,31 @@ async def test_not_ready_before_engine_and_cors_off_by_default():
     async with serving(cors_origins=("http://x",)) as (_, client, _):
         r = await client.options(CHAT, headers={"Origin": "http://x", "Access-Control-Request-Method": "POST"})
         assert r.headers["access-control-allow-origin"] == "http://x"
+
+
+@pytest.mark.anyio
+async def test_engine_start_freezes_the_startup_heap(tmp_path, monkeypatch):
+    """Once the engine is up, the start-up objects sit in gc's permanent generation (serve.app.freeze_startup_heap),
+    so the full collections that serving's garbage triggers do not walk them (measured: 350 ms -> 1 ms)."""
+    import gc
+
+    import core.models
+    from serve.engine import VllmEngine
+
+    async def fake_start(config, model_dir):
+        return FakeEngine()
+
+    monkeypatch.setattr(core.models, "resolve_model", lambda model: tmp_path)
+    monkeypatch.setattr(VllmEngine, "start", staticmethod(fake_start))
+    gc.unfreeze()
+    app = create_app(make_config(model=str(tmp_path)))
+    try:
+        async with app.router.lifespan_context(app):
+            for _ in range(100):
+                if app.state.serve.service is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert app.state.serve.service is not None
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

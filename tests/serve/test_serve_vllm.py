@@ -242,7 +242,7 @@ def test_fuzz_openapi_never_5xx(server):
 
 
 def test_disconnect_mid_stream_frees_the_slot(server):
-    # 8 choices x 400 tokens takes seconds here, so a finished generation cannot pass for an aborted one.
+    # 8 choices x 400 tokens with ignore_eos: an abort is the only way the server stops short of all of them.
     body = {"model": TINY_NAME, "messages": HI, "max_tokens": MAX_TOKENS_CAP, "n": 8, "stream": True}
     body["ignore_eos"] = True
     requested = 8 * MAX_TOKENS_CAP
@@ -251,14 +251,30 @@ def test_disconnect_mid_stream_frees_the_slot(server):
         next(line for line in r.iter_lines() if line.startswith("data: "))
     wait_for(lambda: metric(server, "orpo_serve_requests_in_flight") == 0, 10, "in-flight back to 0", server)
     wait_for(lambda: metric(server, "vllm:num_requests_running") == 0, 10, "vLLM running back to 0", server)
-    assert metric(server, "orpo_serve_completion_tokens_total") - tokens_before < requested / 2
+    assert metric(server, "orpo_serve_completion_tokens_total") - tokens_before < requested
+
+    # A non-streaming request is aborted too (HTTP 499 in the metrics). The client hangs up once the server shows
+    # the request in flight, rather than after a fixed timeout: on a starved 2-core CI host a 0.5 s client timeout
+    # fired 3 s late, after the whole generation had finished.
+    async def hang_up_while_running() -> None:
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as c:
+            pending = asyncio.ensure_future(c.post("/v1/chat/completions", json={**body, "stream": False}))
+            deadline = time.monotonic() + 30
+            while not pending.done() and time.monotonic() < deadline:
+                families = text_string_to_metric_families((await c.get("/metrics")).text)
+                if any(s.value for f in families for s in f.samples if s.name == "orpo_serve_requests_in_flight"):
+                    break
+                await asyncio.sleep(0.05)
+            assert not pending.done(), "the request finished before the client could hang up"
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
 
     tokens_before = metric(server, "orpo_serve_completion_tokens_total")
-    with pytest.raises(httpx.ReadTimeout):  # a non-streaming request is aborted too (HTTP 499 in the metrics)
-        httpx.post(f"{server.url}/v1/chat/completions", json={**body, "stream": False}, headers=AUTH, timeout=0.5)
+    asyncio.run(hang_up_while_running())
     wait_for(lambda: metric(server, "orpo_serve_requests_in_flight") == 0, 10, "in-flight back to 0", server)
-    assert metric(server, "orpo_serve_completion_tokens_total") - tokens_before < requested / 2
-    assert 'status="499"' in httpx.get(f"{server.url}/metrics").text
+    assert metric(server, "orpo_serve_completion_tokens_total") - tokens_before < requested
+    wait_for(lambda: 'status="499"' in httpx.get(f"{server.url}/metrics").text, 10, "a 499 in the metrics", server)
 
 
 def test_overload_gives_429_never_5xx_then_recovers(server):
@@ -280,27 +296,38 @@ def test_overload_gives_429_never_5xx_then_recovers(server):
 
 
 def test_sigterm_drains_in_flight_then_exits_0(server):
-    """Runs last: it stops the module's server."""
-    body = {"model": TINY_NAME, "messages": HI, "max_tokens": MAX_TOKENS_CAP, "stream": True, "ignore_eos": True}
-    first_chunk, lines = threading.Event(), []
+    """Runs last: it stops the module's server.
 
-    def consume() -> None:
-        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as r:
+    Eight long streams against 4 slots + 4 queue places: four run and four wait, so the drain has to finish the
+    running ones and serve the queued ones (two waves of 4 x 4 x 400 tokens, seconds of work even on a fast host),
+    and the request sent after SIGTERM meets a draining server, not an exited one.
+    """
+    body = {"model": TINY_NAME, "messages": HI, "max_tokens": MAX_TOKENS_CAP, "n": 4, "temperature": 1.0}
+    body |= {"stream": True, "ignore_eos": True}
+    first_chunk, streams = threading.Event(), [[] for _ in range(8)]
+
+    def consume(lines: list[str]) -> None:
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=120) as r:
             for line in r.iter_lines():
                 lines.append(line)
                 first_chunk.set()
 
-    reader = threading.Thread(target=consume)
-    reader.start()
+    readers = [threading.Thread(target=consume, args=(lines,)) for lines in streams]
+    for reader in readers:
+        reader.start()
     assert first_chunk.wait(30)
+    wait_for(lambda: metric(server, "orpo_serve_requests_waiting") > 0, 10, "queued requests", server, interval=0.05)
     server.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: httpx.get(f"{server.url}/ready").status_code == 503, 10, "/ready 503 while draining", server)
     refused = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "stream": False}, headers=AUTH)
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
-    reader.join(60)
-    assert not reader.is_alive()
-    lines = [x for x in lines if x]  # SSE events are separated by blank lines
-    events = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
-    assert lines[-1] == "data: [DONE]" and events[-1]["choices"][0]["finish_reason"] == "length"
-    assert sum(1 for e in events if e["choices"] and e["choices"][0]["delta"].get("content")) > MAX_TOKENS_CAP // 2
+    for reader in readers:
+        reader.join(120)
+        assert not reader.is_alive()
+    for lines in streams:  # every admitted request, running or queued at SIGTERM, ran to its end
+        lines = [x for x in lines if x]  # SSE events are separated by blank lines
+        events = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+        assert lines[-1] == "data: [DONE]"
+        finished = {c["index"]: c["finish_reason"] for e in events for c in e["choices"] if c["finish_reason"]}
+        assert finished == dict.fromkeys(range(4), "length")
     assert server.proc.wait(timeout=60) == 0
