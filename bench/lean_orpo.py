@@ -30,9 +30,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-# bench name -> (TrainConfig.orpo_forward, gradient_checkpointing); the -ckpt paths also recompute the decoder
-# layers in backward. stock-ckpt is trl's ORPOConfig as it ships (gradient_checkpointing=True by default).
-PATHS = {"stock": ("trl", False), "lean": ("lean", False), "lean-ckpt": ("lean", True), "stock-ckpt": ("trl", True)}
+# bench name -> (TrainConfig.orpo_forward, gradient_checkpointing, checkpoint_policy); the -ckpt paths recompute the
+# decoder layers in backward, lean-sac only their cheap ops (train/checkpointing.py). stock-ckpt is trl's ORPOConfig
+# as it ships (gradient_checkpointing=True by default).
+PATHS = {
+    "stock": ("trl", False, "full"),
+    "lean": ("lean", False, "full"),
+    "lean-ckpt": ("lean", True, "full"),
+    "lean-sac": ("lean", True, "selective"),
+    "stock-ckpt": ("trl", True, "full"),
+}
 GB = 1e9  # decimal, as the figures
 
 
@@ -87,6 +94,7 @@ def child(job: dict) -> dict:
         save_steps=10**6,
         orpo_forward=PATHS[job["path"]][0],
         gradient_checkpointing=PATHS[job["path"]][1],
+        checkpoint_policy=PATHS[job["path"]][2],
         logit_chunk_size=job["chunk_size"],
     )
     trainer, metrics = build_trainer(cfg, base_dir, tokenizer, pairs)
@@ -134,6 +142,12 @@ def run_child(path: str, batch: int, length: int, args: argparse.Namespace, step
             "result": str(Path(tmp) / "result.json"),
         }
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TRL_EXPERIMENTAL_SILENCE": "1"}
+        if args.malloc_mmap_threshold:
+            # glibc keeps freed heap memory mapped (and raises its mmap threshold as large blocks are freed), so
+            # peak RSS also counts the allocator's slack from earlier steps. A fixed threshold puts every tensor
+            # above it in its own mapping, returned on free: peak RSS then follows the live tensors, as CUDA max
+            # allocated does on a GPU. The same setting for every path.
+            env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
         log = Path(tmp) / "child.log"
         started = time.perf_counter()
@@ -251,6 +265,11 @@ def markdown(report: dict) -> str:
         f"Model `{s['model']}`, LoRA r16 all-linear, fp32 on {s['device']}, {s['threads']} thread(s), "
         f"{s['warmup']} warm-up + {s['steps']} timed steps, lean chunk {s['chunk_size']} tokens; host {s['host']}; "
         f"load average {s['loadavg_start']} at start, {s['loadavg_end']} at end. Memory in GB (1e9 bytes)."
+        + (
+            f" glibc MALLOC_MMAP_THRESHOLD_={s['malloc_mmap_threshold']} in every child (RSS follows live tensors)."
+            if s.get("malloc_mmap_threshold")
+            else ""
+        )
     )
     lines = ["# ORPO step: trl's stock forward vs the lean forward", "", setup, ""]
     lines += [
@@ -315,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-gb", type=float, default=16.0)
     p.add_argument("--fit-rounds", type=int, default=2, help="at most this many checks per path")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per child")
+    p.add_argument(
+        "--malloc-mmap-threshold", type=int, default=0, help="bytes; set glibc's MALLOC_MMAP_THRESHOLD_ in each child"
+    )
     p.add_argument("--output", default=str(RESULTS / "lean_orpo"), help="path without suffix")
     args = p.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
@@ -339,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps,
             "chunk_size": args.chunk_size,
             "limit_gb": args.limit_gb,
+            "malloc_mmap_threshold": args.malloc_mmap_threshold,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "host": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
             "loadavg_start": round(os.getloadavg()[0], 2),

@@ -21,6 +21,7 @@ import yaml
 ENV_PREFIX = "ORPO_TRAIN_"
 PRECISIONS = ("auto", "fp32", "bf16")
 ORPO_FORWARDS = ("lean", "trl")
+CHECKPOINT_POLICIES = ("full", "selective")  # train/checkpointing.py
 # Measured on this project's 2-core CPU (AMD EPYC, AVX2 only: no AVX512-BF16/AMX, so bf16 GEMMs are emulated):
 # a 4096x576 @ 576x1536 GEMM took 1.39 s in bf16 vs 0.25 s in fp32, its input-gradient GEMM 7.4 s vs 0.19 s, and a
 # fwd+bwd through one such layer under bf16 autocast 21.6 s vs 1.2 s; a full SmolLM2+LoRA fwd+bwd under autocast did
@@ -122,6 +123,12 @@ class TrainConfig:
         "it, batch_size 8 x max_length ~260 peaked at 13.4 GB RSS.",
         default=False,
     )
+    checkpoint_policy: str = _help(
+        "With gradient_checkpointing, what backward recomputes: 'full' = each decoder layer (transformers' way), "
+        "'selective' = only the cheap ops (norms, activations, dropout, RoPE, LoRA's rank-r up-projection), keeping "
+        "the large matmuls' and attention's outputs (train/checkpointing.py).",
+        default="full",
+    )
     precision: str = _help(
         f"'fp32', 'bf16' (autocast, fp32 master weights) or 'auto' (bf16 on CUDA, {CPU_AUTO_PRECISION} on CPU, "
         "measured).",
@@ -163,6 +170,10 @@ class TrainConfig:
             )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.checkpoint_policy not in CHECKPOINT_POLICIES:
+            raise ConfigError(
+                f"checkpoint_policy must be one of {', '.join(CHECKPOINT_POLICIES)}; got {self.checkpoint_policy!r}"
+            )
         if self.orpo_forward not in ORPO_FORWARDS:
             raise ConfigError(f"orpo_forward must be one of {', '.join(ORPO_FORWARDS)}; got {self.orpo_forward!r}")
         if self.disable_dropout and self.lora_dropout > 0:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from peft import LoraConfig
 
+from train.checkpointing import checkpointing_kwargs
 from train.config import CPU_AUTO_PRECISION, TrainConfig
 
 
@@ -46,6 +47,7 @@ def training_arguments(cfg: TrainConfig) -> dict[str, Any]:
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs=checkpointing_kwargs(cfg.checkpoint_policy),
         use_cpu=not torch.cuda.is_available(),
         bf16=resolve_precision(cfg) == "bf16",
         seed=cfg.seed,
