@@ -10,7 +10,6 @@ import asyncio
 import json
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -300,30 +299,53 @@ def test_sigterm_drains_in_flight_then_exits_0(server):
 
     Eight long streams against 4 slots + 4 queue places: four run and four wait, so the drain has to finish the
     running ones and serve the queued ones (two waves of 4 x 4 x 400 tokens, seconds of work even on a fast host),
-    and the request sent after SIGTERM meets a draining server, not an exited one.
+    and the request sent after SIGTERM meets a draining server, not an exited one. The streams are read only after
+    that: on a starved host, reading 6,400 SSE lines took the client's CPU and its /metrics polls came 4-17 s apart,
+    after the first wave had ended.
     """
     body = {"model": TINY_NAME, "messages": HI, "max_tokens": MAX_TOKENS_CAP, "n": 4, "temperature": 1.0}
     body |= {"stream": True, "ignore_eos": True}
-    first_chunk, streams = threading.Event(), [[] for _ in range(8)]
+    streams: list[list[str]] = [[] for _ in range(8)]
 
-    def consume(lines: list[str]) -> None:
-        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=120) as r:
-            for line in r.iter_lines():
-                lines.append(line)
-                first_chunk.set()
+    async def gauge(c: httpx.AsyncClient, name: str) -> float:
+        families = text_string_to_metric_families((await c.get("/metrics")).text)
+        return sum(s.value for f in families for s in f.samples if s.name == name)
 
-    readers = [threading.Thread(target=consume, args=(lines,)) for lines in streams]
-    for reader in readers:
-        reader.start()
-    assert first_chunk.wait(30)
-    wait_for(lambda: metric(server, "orpo_serve_requests_waiting") > 0, 10, "queued requests", server, interval=0.05)
-    server.proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: httpx.get(f"{server.url}/ready").status_code == 503, 10, "/ready 503 while draining", server)
-    refused = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "stream": False}, headers=AUTH)
-    assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
-    for reader in readers:
-        reader.join(120)
-        assert not reader.is_alive()
+    async def until(predicate, what: str, deadline_s: float = 30) -> None:
+        deadline = time.monotonic() + deadline_s
+        while not await predicate():
+            assert server.proc.poll() is None, f"server exited while waiting for {what}:\n{server.log_tail()}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{server.log_tail()}"
+            await asyncio.sleep(0.05)
+
+    async def scenario() -> None:
+        limits = httpx.Limits(max_connections=16)
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=120, limits=limits) as c:
+
+            async def consume(lines: list[str]) -> None:
+                async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    await read.wait()
+                    async for line in r.aiter_lines():
+                        lines.append(line)
+
+            async def queued() -> bool:
+                running = await gauge(c, "orpo_serve_requests_in_flight")
+                return running == 4 and await gauge(c, "orpo_serve_requests_waiting") > 0
+
+            async def draining() -> bool:
+                return (await c.get("/ready")).status_code == 503
+
+            read = asyncio.Event()
+            readers = [asyncio.ensure_future(consume(lines)) for lines in streams]
+            await until(queued, "4 running and some queued")
+            server.proc.send_signal(signal.SIGTERM)
+            await until(draining, "/ready 503 while draining")
+            refused = await c.post("/v1/chat/completions", json={**body, "stream": False})
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+            read.set()
+            await asyncio.wait_for(asyncio.gather(*readers), 120)
+
+    asyncio.run(scenario())
     for lines in streams:  # every admitted request, running or queued at SIGTERM, ran to its end
         lines = [x for x in lines if x]  # SSE events are separated by blank lines
         events = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
