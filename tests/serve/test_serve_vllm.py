@@ -71,14 +71,18 @@ def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=60)
 
 
-def metric(server: RunningServer, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
+def metric_in(text: str, name: str) -> float:
+    """The sum of a metric's samples in a /metrics page."""
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == name
     )
+
+
+def metric(server: RunningServer, name: str) -> float:
+    return metric_in(httpx.get(f"{server.url}/metrics").text, name)
 
 
 HI = [{"role": "user", "content": "Say hi."}]
@@ -260,8 +264,7 @@ def test_disconnect_mid_stream_frees_the_slot(server):
             pending = asyncio.ensure_future(c.post("/v1/chat/completions", json={**body, "stream": False}))
             deadline = time.monotonic() + 30
             while not pending.done() and time.monotonic() < deadline:
-                families = text_string_to_metric_families((await c.get("/metrics")).text)
-                if any(s.value for f in families for s in f.samples if s.name == "orpo_serve_requests_in_flight"):
+                if metric_in((await c.get("/metrics")).text, "orpo_serve_requests_in_flight"):
                     break
                 await asyncio.sleep(0.05)
             assert not pending.done(), "the request finished before the client could hang up"
@@ -308,8 +311,7 @@ def test_sigterm_drains_in_flight_then_exits_0(server):
     streams: list[list[str]] = [[] for _ in range(8)]
 
     async def gauge(c: httpx.AsyncClient, name: str) -> float:
-        families = text_string_to_metric_families((await c.get("/metrics")).text)
-        return sum(s.value for f in families for s in f.samples if s.name == name)
+        return metric_in((await c.get("/metrics")).text, name)
 
     async def until(predicate, what: str, deadline_s: float = 30) -> None:
         deadline = time.monotonic() + deadline_s

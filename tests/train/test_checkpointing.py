@@ -8,10 +8,10 @@ import os
 
 import pytest
 import torch
+from test_lean_orpo import build, randomize_lora_b
 from test_training import tiny_config
 from torch.utils.checkpoint import CheckpointPolicy
 
-from core.models import resolve_model
 from train.checkpointing import MIN_SAVED_INNER_DIM, _policy, checkpointing_kwargs, selective_context
 from train.config import ConfigError
 
@@ -40,16 +40,8 @@ def test_kwargs_for_transformers(tmp_path):
 
 
 def lean_trainer(tmp_path, **overrides):
-    from transformers import AutoTokenizer
-
-    from train.pipeline import load_pairs, prepare_pairs
-    from train.trainer import build_trainer
-
-    cfg = tiny_config(tmp_path, orpo_forward="lean", lora_dropout=0.1, logit_chunk_size=50, **overrides)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
-    pairs, _ = prepare_pairs(load_pairs(cfg.dataset, "train"), tokenizer, cfg, None)
-    trainer, _ = build_trainer(cfg, resolve_model(cfg.model), tokenizer, pairs)
-    if cfg.gradient_checkpointing:  # what Trainer.train() does before the first step
+    trainer = build(tmp_path, "lean", lora_dropout=0.1, **overrides)
+    if trainer.args.gradient_checkpointing:  # what Trainer.train() does before the first step
         trainer.model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
         )
@@ -67,11 +59,7 @@ def loss_and_grads(trainer, batch):
 
 def test_checkpointed_gradients_equal_plain(tmp_path):
     plain = lean_trainer(tmp_path, output_dir=str(tmp_path / "plain"))
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # peft starts B at 0, which would leave every lora_A gradient at 0
-        for name, param in plain.model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    randomize_lora_b(plain.model)
     batch = plain._prepare_inputs(plain.data_collator([plain.train_dataset[i] for i in range(4)]))
     expected_loss, expected = loss_and_grads(plain, batch)
     for policy in ("full", "selective"):

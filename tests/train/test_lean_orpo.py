@@ -86,11 +86,21 @@ def build(tmp_path, orpo_forward: str, **overrides):
     from train.pipeline import load_pairs, prepare_pairs
     from train.trainer import build_trainer
 
-    cfg = tiny_config(tmp_path, orpo_forward=orpo_forward, lora_dropout=0.0, logit_chunk_size=50, **overrides)
+    settings = {"orpo_forward": orpo_forward, "lora_dropout": 0.0, "logit_chunk_size": 50, **overrides}
+    cfg = tiny_config(tmp_path, **settings)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
     pairs, _ = prepare_pairs(load_pairs(cfg.dataset, "train"), tokenizer, cfg, None)
     trainer, _ = build_trainer(cfg, resolve_model(cfg.model), tokenizer, pairs)
     return trainer
+
+
+def randomize_lora_b(model, seed: int = 1) -> None:
+    """peft starts every B at 0, which would leave every lora_A gradient at 0."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +108,7 @@ def stock_and_lean(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("lean")
     stock, lean = build(tmp_path, "trl"), build(tmp_path, "lean")
     assert not hasattr(stock, "lean") and lean.lean
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # peft starts B at 0, which would leave every lora_A gradient at 0
-        for name, param in stock.model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    randomize_lora_b(stock.model)
     lean.model.load_state_dict(stock.model.state_dict())
     rows = [stock.train_dataset[i] for i in range(4)]  # row 0 has the truncated 200-sentence prompt
     batch = stock._prepare_inputs(stock.data_collator(rows))
