@@ -12,7 +12,9 @@ steps, ``--steps`` optimizer steps are timed; tokens/s counts the non-padding to
 interleaved (stock-lean, then lean-stock) so that machine noise hits both. Peak memory is close to linear in
 batch x length, so ``peak = a + b x tokens`` is fitted per path over the grid; ``--fit-16gb`` predicts the largest
 batch under ``--limit-gb`` at each length and checks the prediction at the longest length with one real run per
-path. Writes ``OUTPUT.json`` and ``OUTPUT.md`` (default bench/results/lean_orpo).
+path. Every child runs under one malloc (``--allocator``, default orpo-train's own choice: jemalloc when installed,
+train/allocator.py), since glibc's malloc makes peak RSS depend on heap fragmentation more than on live tensors.
+Writes ``OUTPUT.json`` and ``OUTPUT.md`` (default bench/results/lean_orpo).
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ def run_child(path: str, batch: int, length: int, args: argparse.Namespace, step
             "result": str(Path(tmp) / "result.json"),
         }
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TRL_EXPERIMENTAL_SILENCE": "1"}
+        env = allocator_env(env, args.allocator)
         if args.malloc_mmap_threshold:
             # glibc keeps freed heap memory mapped (and raises its mmap threshold as large blocks are freed), so
             # peak RSS also counts the allocator's slack from earlier steps. A fixed threshold puts every tensor
@@ -168,6 +171,27 @@ def run_child(path: str, batch: int, length: int, args: argparse.Namespace, step
             tail = log.read_text()[-400:].strip().splitlines()
             return {**row, "error": f"exit {proc.returncode}: {tail[-1] if tail else ''}"}
         return {**row, **json.loads(Path(job["result"]).read_text())}
+
+
+def resolve_allocator(choice: str) -> str:
+    """'auto' is what orpo-train does (train/allocator.py): jemalloc when installed, else glibc."""
+    from train.allocator import find_jemalloc
+
+    if choice == "auto":
+        return "jemalloc" if find_jemalloc() else "glibc"
+    if choice == "jemalloc" and find_jemalloc() is None:
+        raise SystemExit("lean_orpo: --allocator jemalloc: libjemalloc.so.2 not found (setup_env.sh fetches it)")
+    return choice
+
+
+def allocator_env(env: dict, allocator: str) -> dict:
+    """The children's malloc, the same for every path."""
+    from train.allocator import ENV_VAR, find_jemalloc, jemalloc_env
+
+    env = {k: v for k, v in env.items() if k != "LD_PRELOAD" or "jemalloc" not in v}
+    if allocator == "jemalloc":
+        return jemalloc_env(env, find_jemalloc())
+    return {**env, ENV_VAR: "glibc"}
 
 
 def memory_of(row: dict) -> float | None:
@@ -264,6 +288,7 @@ def markdown(report: dict) -> str:
     setup = (
         f"Model `{s['model']}`, LoRA r16 all-linear, fp32 on {s['device']}, {s['threads']} thread(s), "
         f"{s['warmup']} warm-up + {s['steps']} timed steps, lean chunk {s['chunk_size']} tokens; host {s['host']}; "
+        f"malloc {s.get('allocator', 'glibc')}; "
         f"load average {s['loadavg_start']} at start, {s['loadavg_end']} at end. Memory in GB (1e9 bytes)."
         + (
             f" glibc MALLOC_MMAP_THRESHOLD_={s['malloc_mmap_threshold']} in every child (RSS follows live tensors)."
@@ -337,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--malloc-mmap-threshold", type=int, default=0, help="bytes; set glibc's MALLOC_MMAP_THRESHOLD_ in each child"
     )
+    p.add_argument(
+        "--allocator",
+        choices=("auto", "glibc", "jemalloc"),
+        default="auto",
+        help="children's malloc; auto = orpo-train's choice (jemalloc when installed, train/allocator.py)",
+    )
     p.add_argument("--output", default=str(RESULTS / "lean_orpo"), help="path without suffix")
     args = p.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
@@ -348,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    args.allocator = resolve_allocator(args.allocator)
+    if args.malloc_mmap_threshold and args.allocator != "glibc":
+        p.error("--malloc-mmap-threshold is a glibc setting: add --allocator glibc")
     paths = args.paths.split(",")
     if "stock" not in paths or not set(paths) <= set(PATHS):
         p.error(f"--paths must include stock and name only {', '.join(PATHS)}")
@@ -362,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             "chunk_size": args.chunk_size,
             "limit_gb": args.limit_gb,
             "malloc_mmap_threshold": args.malloc_mmap_threshold,
+            "allocator": args.allocator,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "host": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
             "loadavg_start": round(os.getloadavg()[0], 2),

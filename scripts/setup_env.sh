@@ -28,6 +28,20 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
+# jemalloc for orpo-train on CPU (train/allocator.py: glibc's malloc kept 2-4 GB of freed memory in a checkpointed
+# step). Debian's libjemalloc2, unpacked into the venv: no root needed. Optional: without it training uses glibc.
+jemalloc="$VENV/lib/jemalloc/libjemalloc.so.2"
+if [ ! -f "$jemalloc" ] && command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+    tmp=$(mktemp -d)
+    if (cd "$tmp" && apt-get download -q libjemalloc2 >/dev/null 2>&1) && dpkg-deb -x "$tmp"/libjemalloc2_*.deb "$tmp/root" \
+        && install -D -m 0644 "$(find "$tmp/root" -name libjemalloc.so.2 | head -n 1)" "$jemalloc"; then
+        say "installed jemalloc for orpo-train ($jemalloc, from Debian's libjemalloc2)"
+    else
+        say "note: could not fetch Debian's libjemalloc2; orpo-train will use glibc's malloc (more memory on CPU)"
+    fi
+    rm -rf "$tmp"
+fi
+
 stamp="$VENV/.orpo-deploy-stamp"
 want=$(cat pyproject.toml "$LOCK" "$0" | sha256sum | cut -d' ' -f1)-$EXTRAS
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

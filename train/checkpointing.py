@@ -3,12 +3,13 @@
 Full checkpointing (transformers' ``gradient_checkpointing``) keeps only each decoder layer's input and re-runs the
 whole layer in backward: about a third more compute. On SmolLM2 + LoRA most of what a layer saves is cheap to make
 again: of the ~73 KB per token and layer that autograd keeps in fp32 (measured with saved-tensor hooks), the bulk is
-norms, SiLU and the gate product, RoPE, LoRA's dropout copies and rank-r up-projections, all elementwise or tiny
-matmuls. The policy below keeps the outputs of the large matmuls (q, k, v, o, gate, up, down, LoRA's projection to
-rank r) and of attention, and recomputes the rest, so backward re-runs only cheap ops. Measured on SmolLM2
-(bench/results/lean_orpo_sac*.md): live memory grows 0.82 MB per token instead of 2.23 (full checkpointing: 0.14); at
-batch 2-4 x 256 tokens it ran at 1.19-1.20x the speed of full checkpointing and 0.79-0.83x that of none. Every op in a
-checkpointed layer passes through a Python dispatch mode, so at batch 1 that overhead won (0.65-0.94x of full).
+norms, SiLU and the gate product, RoPE, LoRA's dropout copies (peft's; the lean path now fuses them away,
+train/lora_dropout.py) and rank-r up-projections, all elementwise or tiny matmuls. The policy below keeps the outputs of
+the large matmuls (q, k, v, o, gate, up, down, LoRA's projection to rank r) and of attention, and recomputes the rest,
+so backward re-runs only cheap ops. Measured on SmolLM2 (bench/results/lean_orpo_sac*.md): live memory grows 0.82 MB per
+token instead of 2.23 (full checkpointing: 0.14); at batch 2-4 x 256 tokens it ran at 1.19-1.20x the speed of full
+checkpointing and 0.79-0.83x that of none. Every op in a checkpointed layer passes through a Python dispatch mode, so at
+batch 1 that overhead won (0.65-0.94x of full).
 
 Used as ``gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": selective_context}``: transformers
 passes the kwargs to ``torch.utils.checkpoint.checkpoint`` per layer. Recomputation restores the RNG state

@@ -76,8 +76,9 @@ class TrainConfig:
     beta: float = _help("ORPO's λ (trl calls it beta): weight of the odds-ratio term. 0 = plain SFT.", default=0.1)
     orpo_forward: str = _help(
         "'lean': ORPO's log-probs from the final hidden states, logit_chunk_size tokens at a time, never holding "
-        "the [2 x batch, length, vocab] logits (same loss, metrics and gradients as trl's forward, tested); 'trl': "
-        "trl's stock forward. FSDP / DeepSpeed ZeRO-3 runs always use trl's.",
+        "the [2 x batch, length, vocab] logits (same loss, metrics and gradients as trl's forward, tested), with LoRA "
+        "dropout fused into lora_A (train/lora_dropout.py: cheaper masks, no dropped copies kept); 'trl': trl's stock "
+        "forward and peft's dropout. FSDP / DeepSpeed ZeRO-3 runs always use trl's forward.",
         default="lean",
     )
     logit_chunk_size: int = _help(

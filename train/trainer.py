@@ -23,6 +23,7 @@ from train.callbacks import MetricsLogCallback, TokenCountingCollator
 from train.config import TrainConfig
 from train.hf_args import lora_config, resolve_precision, training_arguments
 from train.lean_logps import LeanForwardError, orpo_sequence_logps
+from train.lora_dropout import fuse_lora_dropout
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we know it is experimental: the tests pin it
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402
@@ -93,6 +94,7 @@ class LeanORPOTrainer(ORPOTrainer):
     layer swapped for an identity: ``outputs.logits`` are then the final hidden states, and the real LM head weight
     is applied chunk by chunk. The loss, metrics and logged names are trl's (``get_batch_loss_metrics`` is not
     overridden). FSDP and DeepSpeed ZeRO-3 shard the head weight outside forward, so there trl's forward is used.
+    LoRA's dropout runs fused into ``lora_A`` (``train/lora_dropout.py``): the same objective, cheaper masks.
     """
 
     def __init__(self, *args, logit_chunk_size: int = 512, **kwargs) -> None:
@@ -105,6 +107,9 @@ class LeanORPOTrainer(ORPOTrainer):
         if self.is_encoder_decoder:
             raise LeanForwardError("orpo_forward 'lean' supports decoder-only models; use orpo_forward: trl")
         check_lean_forward(self.accelerator.unwrap_model(self.model))
+        fused = fuse_lora_dropout(self.model)
+        if fused:
+            logger.info("LoRA dropout fused into lora_A in %d layers (train/lora_dropout.py)", fused)
 
     def concatenated_forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
         if not self.lean:

@@ -14,6 +14,7 @@ from torch.utils.checkpoint import CheckpointPolicy
 
 from train.checkpointing import MIN_SAVED_INNER_DIM, _policy, checkpointing_kwargs, selective_context
 from train.config import ConfigError
+from train.lora_dropout import DropoutLinear
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 aten = torch.ops.aten
@@ -41,6 +42,8 @@ def test_kwargs_for_transformers(tmp_path):
 
 def lean_trainer(tmp_path, **overrides):
     trainer = build(tmp_path, "lean", lora_dropout=0.1, **overrides)
+    # the lean path fuses LoRA dropout (train/lora_dropout.py): its masks are what recomputation must redraw
+    assert any(isinstance(m, DropoutLinear) for m in trainer.model.modules())
     if trainer.args.gradient_checkpointing:  # what Trainer.train() does before the first step
         trainer.model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
