@@ -49,7 +49,7 @@ class _DropoutLinearFn(torch.autograd.Function):
         scale = 1.0 / (1.0 - p)
         with torch.autocast(device_type, enabled=False):
             keep = keep_mask(x.shape, p, seed, x.device)
-            out = nn.functional.linear(x * _as_float(keep, dtype), weight.to(dtype)) * scale
+            out = nn.functional.linear((x * _as_float(keep, x.dtype)).to(dtype), weight.to(dtype)) * scale
         ctx.save_for_backward(x, weight, keep)
         ctx.scale, ctx.dtype = scale, dtype
         return out
@@ -65,7 +65,7 @@ class _DropoutLinearFn(torch.autograd.Function):
             if ctx.needs_input_grad[0]:
                 grad_x = ((g @ weight.to(ctx.dtype)) * keep).to(x.dtype)
             if ctx.needs_input_grad[1]:
-                dropped = (x * keep).reshape(-1, x.shape[-1])
+                dropped = (x.to(ctx.dtype) * keep).reshape(-1, x.shape[-1])
                 grad_w = (g.reshape(-1, g.shape[-1]).T @ dropped).to(weight.dtype)
         return grad_x, grad_w, None, None
 

@@ -31,20 +31,42 @@ def test_keep_mask_columns_are_not_correlated():
     assert abs(both - 0.25) < 5e-3  # P(drop, drop) = p^2 if independent; SE ~ 9e-4
 
 
-def test_fused_dropout_linear_is_linear_of_masked_input():
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_dropout_linear_is_linear_of_masked_input(device):
     """Output and both gradients equal autograd through ``linear(x * keep / (1 - p), W)`` with the same mask."""
     torch.manual_seed(0)
-    x = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 5, 7, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(4, 7, dtype=torch.float64, device=device, requires_grad=True)
     p, seed = 0.3, 1234
     out = _DropoutLinearFn.apply(x, w, p, seed)
-    keep = keep_mask(x.shape, p, seed, CPU)
+    keep = keep_mask(x.shape, p, seed, x.device)
     assert 0 < (~keep).sum() < keep.numel()  # some dropped, some kept
     expected = nn.functional.linear(x * keep / (1 - p), w)
     torch.testing.assert_close(out, expected)
     g = torch.randn_like(out)
     torch.testing.assert_close(torch.autograd.grad(out, (x, w), g), torch.autograd.grad(expected, (x, w), g))
     assert torch.autograd.gradcheck(lambda a, b: _DropoutLinearFn.apply(a, b, p, seed), (x, w))
+
+
+def test_fused_dropout_linear_under_bf16_autocast():
+    """Like an autocast linear: bf16 matmul, bf16 output, gradients in the inputs' own (fp32) dtypes."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 32, requires_grad=True)
+    w = torch.randn(8, 32, requires_grad=True)
+    keep = keep_mask(x.shape, 0.1, 7, CPU)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _DropoutLinearFn.apply(x, w, 0.1, 7)
+        expected = nn.functional.linear(x * keep, w) / 0.9
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
+    gx, gw = torch.autograd.grad(out.float().sum(), (x, w))
+    ex, ew = torch.autograd.grad(expected.float().sum(), (x, w))
+    assert gx.dtype == gw.dtype == torch.float32
+    torch.testing.assert_close(gx, ex, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gw, ew, rtol=2e-2, atol=5e-2)
 
 
 def test_dropout_linear_draws_from_the_global_seed_and_is_identity_in_eval():
