@@ -109,7 +109,7 @@ class LeanORPOTrainer(ORPOTrainer):
         check_lean_forward(self.accelerator.unwrap_model(self.model))
         fused = fuse_lora_dropout(self.model)
         if fused:
-            logger.info("LoRA dropout fused into lora_A in %d layers (train/lora_dropout.py)", fused)
+            logger.info("LoRA dropout fused into lora_A in %d adapted linears (train/lora_dropout.py)", fused)
 
     def concatenated_forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
         if not self.lean:
