@@ -12,8 +12,8 @@ steps, ``--steps`` optimizer steps are timed; tokens/s counts the non-padding to
 interleaved (stock-lean, then lean-stock) so that machine noise hits both. Peak memory is close to linear in
 batch x length, so ``peak = a + b x tokens`` is fitted per path over the grid; ``--fit-16gb`` predicts the largest
 batch under ``--limit-gb`` at each length and checks the prediction at the longest length with one real run per
-path. Every child runs under one malloc (``--allocator``, default orpo-train's own choice: jemalloc when installed,
-train/allocator.py), since glibc's malloc makes peak RSS depend on heap fragmentation more than on live tensors.
+path. Every child runs under one malloc (``--allocator glibc|jemalloc``, default glibc as orpo-train): glibc's peak RSS
+depends on heap fragmentation more than on live tensors for the checkpointed paths (train/allocator.py).
 Writes ``OUTPUT.json`` and ``OUTPUT.md`` (default bench/results/lean_orpo).
 """
 
@@ -174,11 +174,9 @@ def run_child(path: str, batch: int, length: int, args: argparse.Namespace, step
 
 
 def resolve_allocator(choice: str) -> str:
-    """'auto' is what orpo-train does (train/allocator.py): jemalloc when installed, else glibc."""
+    """Check that the asked-for malloc is there (jemalloc: train/allocator.py's library)."""
     from train.allocator import find_jemalloc
 
-    if choice == "auto":
-        return "jemalloc" if find_jemalloc() else "glibc"
     if choice == "jemalloc" and find_jemalloc() is None:
         raise SystemExit("lean_orpo: --allocator jemalloc: libjemalloc.so.2 not found (setup_env.sh fetches it)")
     return choice
@@ -364,9 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--allocator",
-        choices=("auto", "glibc", "jemalloc"),
-        default="auto",
-        help="children's malloc; auto = orpo-train's choice (jemalloc when installed, train/allocator.py)",
+        choices=("glibc", "jemalloc"),
+        default="glibc",
+        help="children's malloc, the same for every path (jemalloc as with ORPO_DEPLOY_MALLOC=jemalloc)",
     )
     p.add_argument("--output", default=str(RESULTS / "lean_orpo"), help="path without suffix")
     args = p.parse_args(argv)

@@ -28,8 +28,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
-# jemalloc for orpo-train on CPU (train/allocator.py: glibc's malloc kept 2-4 GB of freed memory in a checkpointed
-# step). Debian's libjemalloc2, unpacked into the venv: no root needed. Optional: without it training uses glibc.
+# jemalloc for ORPO_DEPLOY_MALLOC=jemalloc orpo-train (train/allocator.py: glibc kept 2-4 GB of freed memory in a checkpointed
+# step). Debian's libjemalloc2, unpacked into the venv: no root needed. Optional: orpo-train uses glibc by default.
 jemalloc="$VENV/lib/jemalloc/libjemalloc.so.2"
 if [ ! -f "$jemalloc" ] && command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
     tmp=$(mktemp -d)
@@ -37,7 +37,7 @@ if [ ! -f "$jemalloc" ] && command -v apt-get >/dev/null && command -v dpkg-deb 
         && install -D -m 0644 "$(find "$tmp/root" -name libjemalloc.so.2 | head -n 1)" "$jemalloc"; then
         say "installed jemalloc for orpo-train ($jemalloc, from Debian's libjemalloc2)"
     else
-        say "note: could not fetch Debian's libjemalloc2; orpo-train will use glibc's malloc (more memory on CPU)"
+        say "note: could not fetch Debian's libjemalloc2; ORPO_DEPLOY_MALLOC=jemalloc will not be available"
     fi
     rm -rf "$tmp"
 fi

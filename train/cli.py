@@ -4,8 +4,8 @@
     accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m train.cli --config ...
 
 Precedence: defaults < YAML (--config) < ORPO_TRAIN_<FIELD> environment < --set < --<field> flags.
-A bad value exits with status 2 and one line on stderr. On start it re-executes itself under jemalloc when that is
-installed (train/allocator.py; ORPO_DEPLOY_MALLOC=glibc keeps glibc's malloc).
+A bad value exits with status 2 and one line on stderr. With ORPO_DEPLOY_MALLOC=jemalloc it re-executes itself under
+jemalloc on start (train/allocator.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from typing import Any, NoReturn
 
 from core.cli import quiet_known_warnings
-from train.allocator import ENV_VAR, active_allocator, reexec_under_jemalloc
+from train.allocator import CHOICES, ENV_VAR, AllocatorError, active_allocator, reexec_under_jemalloc
 from train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help, field_names, parse_value
 
 logger = logging.getLogger(__name__)
@@ -77,11 +77,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if os.environ.get(ENV_VAR, "auto") not in ("auto", "glibc", "jemalloc"):
-        print(f"orpo-train: error: {ENV_VAR} must be auto or glibc, got {os.environ[ENV_VAR]!r}", file=sys.stderr)
+    if os.environ.get(ENV_VAR, "glibc") not in CHOICES:
+        print(f"orpo-train: error: {ENV_VAR} must be glibc or jemalloc, got {os.environ[ENV_VAR]!r}", file=sys.stderr)
         return EXIT_USAGE
     if argv is None:  # a command, not a call from Python: the allocator can still be chosen
-        reexec_under_jemalloc("train.cli", sys.argv[1:])
+        try:
+            reexec_under_jemalloc("train.cli", sys.argv[1:])
+        except AllocatorError as exc:
+            print(f"orpo-train: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,

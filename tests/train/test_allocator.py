@@ -1,4 +1,4 @@
-"""orpo-train's choice of malloc (train/allocator.py): jemalloc preloaded when installed, glibc on request."""
+"""orpo-train's choice of malloc (train/allocator.py): glibc by default, jemalloc preloaded on request."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from train.allocator import ENV_VAR, JEMALLOC_CONF, find_jemalloc, jemalloc_env, wanted_library
+from train.allocator import ENV_VAR, JEMALLOC_CONF, AllocatorError, find_jemalloc, jemalloc_env, wanted_library
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,15 +25,23 @@ def fake_prefix(tmp_path: Path) -> Path:
 def test_the_virtualenv_copy_comes_first(tmp_path):
     library = fake_prefix(tmp_path)
     assert find_jemalloc(str(tmp_path)) == library
-    assert wanted_library({}, str(tmp_path)) == library
-    assert wanted_library({ENV_VAR: "auto"}, str(tmp_path)) == library
+    assert wanted_library({ENV_VAR: "jemalloc"}, str(tmp_path)) == library
 
 
-def test_not_wanted_when_glibc_is_asked_for_or_jemalloc_is_already_loaded(tmp_path):
+def test_glibc_by_default_and_no_second_preload(tmp_path):
     fake_prefix(tmp_path)
+    assert wanted_library({}, str(tmp_path)) is None
     assert wanted_library({ENV_VAR: "glibc"}, str(tmp_path)) is None
-    assert wanted_library({ENV_VAR: "jemalloc"}, str(tmp_path)) is None  # the re-executed process
-    assert wanted_library({"LD_PRELOAD": "/opt/libjemalloc.so.2"}, str(tmp_path)) is None
+    # the re-executed process: jemalloc already preloaded, so no exec loop
+    assert wanted_library({ENV_VAR: "jemalloc", "LD_PRELOAD": "/opt/libjemalloc.so.2"}, str(tmp_path)) is None
+
+
+def test_asking_for_a_missing_jemalloc_is_an_error(tmp_path, monkeypatch):
+    import train.allocator as allocator
+
+    monkeypatch.setattr(allocator, "_SYSTEM_DIRS", ())
+    with pytest.raises(AllocatorError, match="libjemalloc.so.2 is not installed"):
+        wanted_library({ENV_VAR: "jemalloc"}, str(tmp_path))
 
 
 def test_jemalloc_env_keeps_what_the_user_set():
@@ -44,7 +52,7 @@ def test_jemalloc_env_keeps_what_the_user_set():
 
 
 @pytest.mark.skipif(find_jemalloc() is None, reason="jemalloc not installed (scripts/setup_env.sh could not fetch it)")
-@pytest.mark.parametrize("choice", ["auto", "glibc"])
+@pytest.mark.parametrize("choice", ["jemalloc", "glibc"])
 def test_a_command_re_executes_under_jemalloc(tmp_path, choice):
     """The real library, a real exec: the process that prints has jemalloc mapped, or not when glibc is asked for."""
     (tmp_path / "probe_cmd.py").write_text(
@@ -63,7 +71,7 @@ def test_a_command_re_executes_under_jemalloc(tmp_path, choice):
         [sys.executable, "-m", "probe_cmd", "--flag", "x y"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    expected = f"jemalloc {JEMALLOC_CONF}" if choice == "auto" else "glibc None"
+    expected = f"jemalloc {JEMALLOC_CONF}" if choice == "jemalloc" else "glibc None"
     assert out.stdout.strip() == f"{expected} --flag x y"  # arguments survive the exec
 
 
@@ -74,5 +82,5 @@ def test_orpo_train_refuses_an_unknown_allocator():
     )
     assert (
         out.returncode == 2
-        and out.stderr.strip() == f"orpo-train: error: {ENV_VAR} must be auto or glibc, got 'tcmalloc'"
+        and out.stderr.strip() == f"orpo-train: error: {ENV_VAR} must be glibc or jemalloc, got 'tcmalloc'"
     )
