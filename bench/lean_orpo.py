@@ -173,13 +173,12 @@ def run_child(path: str, batch: int, length: int, args: argparse.Namespace, step
         return {**row, **json.loads(Path(job["result"]).read_text())}
 
 
-def resolve_allocator(choice: str) -> str:
-    """Check that the asked-for malloc is there (jemalloc: train/allocator.py's library)."""
+def check_allocator(choice: str) -> None:
+    """Exit with one line when the asked-for malloc is not installed (jemalloc: train/allocator.py's library)."""
     from train.allocator import find_jemalloc
 
     if choice == "jemalloc" and find_jemalloc() is None:
         raise SystemExit("lean_orpo: --allocator jemalloc: libjemalloc.so.2 not found (setup_env.sh fetches it)")
-    return choice
 
 
 def allocator_env(env: dict, allocator: str) -> dict:
@@ -377,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    args.allocator = resolve_allocator(args.allocator)
+    check_allocator(args.allocator)
     if args.malloc_mmap_threshold and args.allocator != "glibc":
         p.error("--malloc-mmap-threshold is a glibc setting: add --allocator glibc")
     paths = args.paths.split(",")

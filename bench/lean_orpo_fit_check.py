@@ -31,12 +31,13 @@ def main() -> int:
     p.add_argument("--output", required=True, help="path without suffix")
     args = p.parse_args()
     args.malloc_mmap_threshold = 0
-    args.allocator = lean_orpo.resolve_allocator(args.allocator)
-    rows = []
-    for check in args.checks:
-        path, _, batch = check.partition("@")
+    lean_orpo.check_allocator(args.allocator)
+    checks = [check.partition("@") for check in args.checks]
+    for check, (path, _, batch) in zip(args.checks, checks, strict=True):  # all before the first (minutes-long) run
         if path not in lean_orpo.PATHS or not batch.isdigit():
             p.error(f"expected PATH@BATCH with PATH in {', '.join(lean_orpo.PATHS)}, got {check!r}")
+    rows = []
+    for path, _, batch in checks:
         row = lean_orpo.run_child(path, int(batch), args.length, args, steps=1, warmup=1)
         print(json.dumps(row), flush=True)
         rows.append(row)
