@@ -30,6 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from train.allocator import CHOICES as ALLOCATORS
+from train.allocator import ENV_VAR, find_jemalloc, jemalloc_env
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 # bench name -> (TrainConfig.orpo_forward, gradient_checkpointing, checkpoint_policy); the -ckpt paths recompute the
@@ -175,16 +178,12 @@ def run_child(path: str, batch: int, length: int, args: argparse.Namespace, step
 
 def check_allocator(choice: str) -> None:
     """Exit with one line when the asked-for malloc is not installed (jemalloc: train/allocator.py's library)."""
-    from train.allocator import find_jemalloc
-
     if choice == "jemalloc" and find_jemalloc() is None:
         raise SystemExit("lean_orpo: --allocator jemalloc: libjemalloc.so.2 not found (setup_env.sh fetches it)")
 
 
 def allocator_env(env: dict, allocator: str) -> dict:
     """The children's malloc, the same for every path."""
-    from train.allocator import ENV_VAR, find_jemalloc, jemalloc_env
-
     env = {k: v for k, v in env.items() if k != "LD_PRELOAD" or "jemalloc" not in v}
     if allocator == "jemalloc":
         return jemalloc_env(env, find_jemalloc())
@@ -361,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--allocator",
-        choices=("glibc", "jemalloc"),
+        choices=ALLOCATORS,
         default="glibc",
         help="children's malloc, the same for every path (jemalloc as with ORPO_DEPLOY_MALLOC=jemalloc)",
     )

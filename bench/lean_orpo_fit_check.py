@@ -25,7 +25,7 @@ def main() -> int:
     p.add_argument("--length", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--chunk-size", type=int, default=512)
-    p.add_argument("--allocator", choices=("glibc", "jemalloc"), default="glibc")
+    p.add_argument("--allocator", choices=lean_orpo.ALLOCATORS, default="glibc")
     p.add_argument("--limit-gb", type=float, default=16.0)
     p.add_argument("--timeout", type=int, default=3600)
     p.add_argument("--output", required=True, help="path without suffix")
