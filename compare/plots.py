@@ -83,20 +83,23 @@ def _cost(plt, stages: dict[str, Any], arms: dict[str, Any], machine: dict[str, 
 def _quality(plt, evals: dict[str, Any]):
     """Preference accuracy and instruction-following rates, grouped by metric, one bar per model."""
     metrics = [
-        ("preference accuracy", lambda e: e["preference"]["preference_accuracy"]),
-        ("IF prompt strict", lambda e: e["instruction_following"]["prompt_strict"]),
-        ("IF prompt loose", lambda e: e["instruction_following"]["prompt_loose"]),
-        ("IF instruction strict", lambda e: e["instruction_following"]["instruction_strict"]),
+        ("IF prompt strict", "prompt_strict"),
+        ("IF prompt loose", "prompt_loose"),
+        ("IF instruction strict", "instruction_strict"),
     ]
     names = list(evals)
     width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(9, 3.8))
     for i, name in enumerate(names):
+        inf = evals[name]["instruction_following"]
         xs = [m + (i - (len(names) - 1) / 2) * width for m in range(len(metrics))]
-        ax.bar(xs, [get(evals[name]) for _, get in metrics], width, color=COLOURS[name], label=ARM_LABELS[name])
+        ys = [inf[key] for _, key in metrics]
+        cis = [inf.get("ci", {}).get(key) or [inf[key], inf[key]] for _, key in metrics]
+        err = [[y - c[0] for y, c in zip(ys, cis, strict=True)], [c[1] - y for y, c in zip(ys, cis, strict=True)]]
+        ax.bar(xs, ys, width, yerr=err, capsize=3, color=COLOURS[name], label=ARM_LABELS[name])
     ax.set_xticks(range(len(metrics)), [label for label, _ in metrics])
     ax.set_ylim(0, 1)
-    ax.set_title("quality on held-out data")
+    ax.set_title("instruction following on held-out prompts, 95 % intervals")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig

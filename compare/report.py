@@ -8,8 +8,10 @@ instruction-following rate (prompt-level strict) of ORPO against SFT -> DPO on t
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 from typing import Any
+
+from evaluation.markdown import fmt_ci
 
 # Arm -> the training stages it runs, in order. Totals: times add up, peak memory is the max over stages.
 ARMS = {"sft": ("sft",), "sft_dpo": ("sft", "dpo"), "orpo": ("orpo",)}
@@ -18,7 +20,6 @@ TIME_CLAIM = (0.50, 0.60)  # ORPO time / SFT+DPO time
 MEMORY_CLAIM = 0.50  # ORPO peak / SFT+DPO peak ("1x against 2x")
 MEMORY_TOLERANCE = 0.05  # +- around MEMORY_CLAIM still counts as confirmed
 QUALITY_KEY = "prompt_strict"  # instruction following, prompt-level strict: the stand-in for a win rate
-SIGNIFICANCE_SE = 2.0  # a quality difference must exceed this many standard errors to decide the claim
 
 
 def arm_totals(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -94,28 +95,32 @@ def memory_claim(orpo: dict[str, Any], sft_dpo: dict[str, Any], measure: str) ->
 
 
 def quality_claim(orpo: dict[str, Any], sft_dpo: dict[str, Any]) -> dict[str, Any]:
-    """ORPO vs SFT -> DPO on the stand-in for a win rate, decided only beyond SIGNIFICANCE_SE standard errors."""
+    """ORPO vs SFT -> DPO on the stand-in for a win rate, decided only when the paired 95 % interval of the
+    difference (bootstrap over the same prompts, clustered by topic) lies wholly on one side of zero."""
+    from evaluation.paired import paired_diffs
+
     p1, p2 = orpo["instruction_following"][QUALITY_KEY], sft_dpo["instruction_following"][QUALITY_KEY]
-    n1, n2 = orpo["instruction_following"]["prompts"], sft_dpo["instruction_following"]["prompts"]
-    diff = p1 - p2
-    # Unpaired binomial standard error; floored at half a prompt so 0/n vs 0/n is not "exact".
-    se = max(math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2), 0.5 / min(n1, n2))
+    n = orpo["instruction_following"]["prompts"]
+    d = (paired_diffs(Path(sft_dpo["results_dir"]), Path(orpo["results_dir"])) or {}).get(QUALITY_KEY)
+    if d is None:
+        raise ValueError("the quality claim needs both arms' responses.jsonl (same prompts) for a paired interval")
     pa1, pa2 = orpo["preference"]["preference_accuracy"], sft_dpo["preference"]["preference_accuracy"]
     detail = (
-        f"instruction following ({QUALITY_KEY.replace('_', '-')}): ORPO {p1:.3f} vs SFT -> DPO {p2:.3f} on {n1} "
-        f"prompts, difference {diff:+.3f} (standard error {se:.3f}); preference accuracy {pa1:.3f} vs {pa2:.3f}"
+        f"instruction following ({QUALITY_KEY.replace('_', '-')}): ORPO {p1:.3f} vs SFT -> DPO {p2:.3f} on {n} "
+        f"prompts, paired difference {d['value']:+.3f} (95 % CI {d['ci_low']:+.3f} to {d['ci_high']:+.3f}); "
+        f"preference accuracy {pa1:.3f} vs {pa2:.3f}"
     )
-    if diff > SIGNIFICANCE_SE * se:
+    if d["ci_low"] > 0:
         verdict = "confirmed"
-    elif diff < -SIGNIFICANCE_SE * se:
+    elif d["ci_high"] < 0:
         verdict = "refuted"
     else:
         verdict = "inconclusive"
-        detail += f": within {SIGNIFICANCE_SE:g} standard errors, too close to call at this sample size"
+        detail += ": the interval includes zero, too close to call at this sample size"
     return {
         "claim": "ORPO reaches a better win rate than SFT + DPO",
-        "difference": diff,
-        "standard_error": se,
+        "difference": d["value"],
+        "ci": [d["ci_low"], d["ci_high"]],
         "verdict": verdict,
         "detail": detail,
     }
@@ -169,9 +174,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     for name in ("base", "sft", "sft_dpo", "orpo"):
         ev = evals[name]
         inf = ev["instruction_following"]
-        quality = (
-            f"{ev['preference']['preference_accuracy']:.3f} | {inf['prompt_strict']:.3f} | {inf['prompt_loose']:.3f} "
-            f"| {inf['instruction_strict']:.3f}"
+        ci = inf.get("ci", {})
+        quality = f"{ev['preference']['preference_accuracy']:.3f} | " + " | ".join(
+            fmt_ci(inf[k], ci.get(k)) for k in ("prompt_strict", "prompt_loose", "instruction_strict")
         )
         if name in arms:
             a = arms[name]
@@ -182,6 +187,13 @@ def to_markdown(report: dict[str, Any]) -> str:
         else:
             cost = "- | - | - | - | -"
         lines.append(f"| {ARM_LABELS[name]} | {cost} | {quality} |")
+    floor = evals["base"].get("constant_baseline")
+    if floor:
+        cells = " | ".join(
+            fmt_ci(floor[k], floor["ci"][k]) for k in ("prompt_strict", "prompt_loose", "instruction_strict")
+        )
+        lines.append(f"| constant answer (floor) | - | - | - | - | - | - | {cells} |")
+    lines += ["", "IF figures: 95 % bootstrap intervals over prompts, clustered by topic, in brackets."]
     lines += ["", "Per stage (each in its own process):", ""]
     lines += [
         "| stage | wall time (s) | in-process (s) | training loop (s) | steps | peak RSS (MiB) | CUDA max alloc. (MiB) "

@@ -120,7 +120,10 @@ def evaluate(cfg: CompareConfig, work: Path, name: str, model_dir: str) -> dict[
     return {
         "process_s": round(process_s, 2),
         "preference": result["preference"],
-        "instruction_following": {k: v for k, v in result["instruction_following"].items() if k != "per_kind_strict"},
+        "instruction_following": {
+            k: v for k, v in result["instruction_following"].items() if k not in ("per_kind_strict", "per_kind_ci")
+        },
+        "constant_baseline": result.get("constant_baseline"),
         "results_dir": str(out),
     }
 

@@ -26,6 +26,10 @@ END_PHRASES = (
     "Any other questions?",
 )
 POSTSCRIPT_MARKERS = ("P.S.", "P.P.S.")
+# The test split's out-of-template rows draw phrases and markers from these lists, never used in train or dev.
+NOVEL_START_PHRASES = ("Of course.", "Happy to help.", "Great question.")
+NOVEL_END_PHRASES = ("That is all for now.", "Thanks for reading.", "Hope that answers it.")
+NOVEL_POSTSCRIPT_MARKERS = ("PS:", "Note:")
 _POSTSCRIPTS = (
     "I am happy to go into more detail if you would like.",
     "There is much more to discover about this subject.",
@@ -37,6 +41,10 @@ PLACEHOLDER_NOTES = {
     1: ("Feel free to share this with [name].", "Adapt this summary for [audience] as needed."),
     2: ("Prepared for [name] on [date].", "Shared with [name] at [organization]."),
     3: ("Prepared by [author] for [name] on [date].", "Shared with [name] at [organization] on [date]."),
+    4: (
+        "Prepared by [author] for [name] at [organization] on [date].",
+        "Sent from [city] to [name] at [address] on [date].",
+    ),
 }
 LAYOUTS = ("json_format", "numbered_list", "bullet_list", "paragraphs", "sections")
 LENGTH_KINDS = ("max_words", "min_words")
@@ -124,7 +132,7 @@ def sentence_range(topic: Topic, constraints: list[Constraint], style: Style) ->
     for kind in ("numbered_list", "bullet_list"):
         if kind in cs:
             low = high = cs[kind].kwargs["n"] if len(pool) >= cs[kind].kwargs["n"] >= len(required) else -1
-    for kind in ("paragraphs", "sections"):
+    for kind in ("paragraphs", "sections", "highlights"):
         if kind in cs:
             low = max(low, cs[kind].kwargs["n"])
     if low < 0 or low > high:
@@ -157,6 +165,11 @@ def render(topic: Topic, constraints: list[Constraint], style: Style, k: int) ->
     pool, required = _pool(topic, cs, style.order)
     others = [i for i in range(len(pool)) if i not in required]
     sentences = [pool[i] for i in sorted(required + others[: k - len(required)])]
+    if "highlights" in cs:  # the first n sentences in single stars, like *this sentence.*
+        n = cs["highlights"].kwargs["n"]
+        sentences = [f"*{x}*" if i < n else x for i, x in enumerate(sentences)]
+    if "capital_words" in cs:
+        sentences = _capitalise_words(sentences, cs["capital_words"].kwargs["n"])
 
     if "json_format" in cs:
         text = json.dumps({"topic": topic.title, "answer": " ".join(sentences)}, indent=style.json_indent)
@@ -191,9 +204,29 @@ def render(topic: Topic, constraints: list[Constraint], style: Style, k: int) ->
     text = sep.join(parts)
     if "title" in cs:
         text = f"<<{topic.title}>>\n\n{text}"
+    if "repeat_request" in cs:
+        text = cs["repeat_request"].kwargs["request"] + "\n\n" + text
     if "quotation" in cs:
         text = f'"{text}"'
     return _case(text, cs)
+
+
+def _capitalise_words(sentences: list[str], n: int) -> list[str]:
+    """Write the first `n` words of five or more letters in capitals (emphasis, for the capital_words kind)."""
+    out, left = [], n
+    for sentence in sentences:
+
+        def upper(m: re.Match[str]) -> str:
+            nonlocal left
+            if left > 0 and not m.group().isupper():
+                left -= 1
+                return m.group().upper()
+            return m.group()
+
+        out.append(re.sub(r"\b[A-Za-z]{5,}\b", upper, sentence))
+    if left > 0:
+        raise Infeasible(f"fewer than {n} long words to capitalise")
+    return out
 
 
 def natural_answer(topic: Topic, rng: random.Random) -> str:

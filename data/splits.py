@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 SPLITS_DIR = Path(__file__).with_name("splits")
-SPLIT_NAMES = ("train", "test", "train_conversational", "test_conversational")
+SPLIT_NAMES = ("train", "dev", "test", "train_conversational", "dev_conversational", "test_conversational")
 
 
 def split_path(name: str, splits_dir: Path = SPLITS_DIR) -> Path:

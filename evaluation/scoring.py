@@ -64,10 +64,29 @@ def preference_accuracy(model, tokenizer, rows: Sequence[dict], batch_size: int 
         chosen_logps.append(mean_response_logprobs(model, tokenizer, *zip(*chosen, strict=True), batch_size))
         rejected_logps.append(mean_response_logprobs(model, tokenizer, *zip(*rejected, strict=True), batch_size))
     c, r = torch.cat(chosen_logps), torch.cat(rejected_logps)
+    wins = (c > r).int().tolist()
     return {
         "pairs": len(rows),
         "preference_accuracy": (c > r).float().mean().item(),
         "mean_margin": (c - r).mean().item(),
         "mean_chosen_logp": c.mean().item(),
         "mean_rejected_logp": r.mean().item(),
+        "per_rejection": per_rejection(rows, wins),
     }
+
+
+def per_rejection(rows: Sequence[dict], wins: Sequence[int]) -> dict[str, dict]:
+    """Preference accuracy per rejection type (natural, near miss, off topic, vague), each with its interval.
+
+    Near misses differ from chosen by a token or two, so their accuracy is what ORPO optimises directly; it says
+    little about answers a model would write. Clustered by topic where rows have one.
+    """
+    from evaluation.stats import ratio_ci
+
+    out = {}
+    for kind in sorted({r.get("rejection") for r in rows if r.get("rejection")}):
+        idx = [i for i, r in enumerate(rows) if r.get("rejection") == kind]
+        topics = [rows[i].get("topic") for i in idx]
+        clusters = topics if all(topics) else None
+        out[kind] = ratio_ci([wins[i] for i in idx], clusters=clusters).to_dict()
+    return out

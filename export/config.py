@@ -71,7 +71,11 @@ class ExportConfig:
     )
     eval_limit: int = _help("Held-out pairs for the quality check (evenly spaced over the test split).", default=128)
     eval_max_new_tokens: int = _help("Max new tokens per answer in the instruction-following check.", default=256)
-    eval_dataset: str | None = _help("Held-out pairs for the quality check. Empty = our test split.", default=None)
+    eval_dataset: str | None = _help(
+        "Held-out pairs for the quality gate: a file/folder, or 'dev' / 'test'. Empty = our dev split (a gate is a "
+        "choice, and choices are made on dev; test is report-only).",
+        default=None,
+    )
     quality_engine: str = _help(
         "Generation engine of the instruction-following check: vllm, hf, or auto (vllm where it can serve 4-bit "
         "weights on this host, else hf for both models).",

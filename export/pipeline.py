@@ -117,7 +117,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
                 "engine": engine,
                 "engine_reason": engine_reason,
                 "min_retention": cfg.min_retention,
-                "eval_dataset": cfg.eval_dataset or "test split (data/splits/test_conversational.jsonl)",
+                "eval_dataset": cfg.eval_dataset or "dev split (data/splits/dev_conversational.jsonl)",
                 "figures": comparison,
                 "full": full,
                 "quantized": quantized,

@@ -71,7 +71,8 @@ def check_eval_data(spec: str | None) -> None:
     from data.load import DatasetError, load_preference_dataset
 
     try:
-        rows = load_preference_dataset(spec, split="test")
+        named = spec in (None, "dev", "test")
+        rows = load_preference_dataset(None if named else spec, split=(spec or "dev") if named else "test")
     except DatasetError as e:
         raise ExportError(f"eval data: {e}") from None
     if "constraints" not in rows.column_names or not any(rows["constraints"]):
@@ -80,12 +81,13 @@ def check_eval_data(spec: str | None) -> None:
 
 def model_figures(model_dir: Path, cfg: ExportConfig, engine: str) -> dict[str, Any]:
     """The gated figures (and the evaluator's detail) of one model folder."""
-    from evaluation.cli import EvalConfig, evaluate
+    from evaluation.config import EvalConfig
     from evaluation.generate import EvalError
+    from evaluation.runner import evaluate
 
     eval_cfg = EvalConfig(
         model=str(model_dir),
-        dataset=cfg.eval_dataset,
+        dataset=cfg.eval_dataset or "dev",  # the gate decides: it measures on dev, never on test
         limit=cfg.eval_limit,
         max_new_tokens=cfg.eval_max_new_tokens,
         engine=engine,
@@ -103,6 +105,7 @@ def model_figures(model_dir: Path, cfg: ExportConfig, engine: str) -> dict[str, 
         "instruction_following_rates": {
             k: follow[k] for k in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")
         },
+        "instruction_following_ci": follow.get("ci", {}),
         "pairs": pref["pairs"],
         "prompts": follow["prompts"],
         "timings_s": result["timings_s"],
@@ -168,7 +171,7 @@ def to_markdown(comparison: dict[str, dict[str, float | None]]) -> str:
 def _eval_data_sha256(spec: str | None) -> str:
     from data.load import default_split_path
 
-    path = default_split_path("test") if spec is None else Path(spec)
+    path = default_split_path(spec or "dev") if spec in (None, "dev", "test") else Path(spec)
     return sha256_file(path) if path.is_file() else str(spec)
 
 

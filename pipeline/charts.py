@@ -16,22 +16,33 @@ def _pyplot():
 
 
 def quality_chart(rows: list[dict[str, Any]], columns: list[str], path: Path) -> Path | None:
-    """Grouped bars: one group per rate (0..1), one bar per model column."""
-    rates = [r for r in rows if r.get("rate")]
+    """Grouped bars with 95 % error bars: one group per figure (0..1), one bar per model column.
+
+    A value is ``{"value", "ci_low", "ci_high"}`` (bounds may be None: no bar end then) or None (not measured).
+    """
+    rates = [r for r in rows if any(v is not None for v in r["values"].values())]
     if not rates:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / len(columns)
     for i, column in enumerate(columns):
-        values = [r["values"].get(column) for r in rates]
-        xs = [j + i * width for j, v in enumerate(values) if v is not None]
-        ax.bar(xs, [v for v in values if v is not None], width, label=column)
+        cells = [(j, r["values"].get(column)) for j, r in enumerate(rates)]
+        cells = [(j, v) for j, v in cells if v is not None]
+        if not cells:
+            continue
+        xs = [j + i * width for j, _ in cells]
+        ys = [v["value"] for _, v in cells]
+        err = [
+            [v["value"] - v["ci_low"] if v["ci_low"] is not None else 0 for _, v in cells],
+            [v["ci_high"] - v["value"] if v["ci_high"] is not None else 0 for _, v in cells],
+        ]
+        ax.bar(xs, ys, width, yerr=err, capsize=3, label=column, error_kw={"elinewidth": 1})
     ax.set_xticks([j + width * (len(columns) - 1) / 2 for j in range(len(rates))])
     ax.set_xticklabels([r["figure"] for r in rates], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("rate")
-    ax.set_title("quality: base vs ORPO vs quantised (held-out pairs)")
+    ax.set_title("instruction following on held-out prompts, 95 % intervals (bootstrap over prompts, by topic)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

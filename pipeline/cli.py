@@ -32,6 +32,8 @@ from pipeline.serving import ServeFailed, Server, start_server, write_json
 from pipeline.stages import (
     EVAL_BASE,
     EVAL_ORPO,
+    IFEVAL_BASE,
+    IFEVAL_ORPO,
     LOADTEST,
     SERVE,
     STAGES,
@@ -39,6 +41,7 @@ from pipeline.stages import (
     merged_dir,
     plan_eval,
     plan_export,
+    plan_ifeval,
     plan_loadtest,
     plan_report,
     plan_serve,
@@ -118,6 +121,8 @@ def run_pipeline(cfg: PipelineConfig, facts: dict[str, Any], config_path: Any, r
         run(plan_train(cfg, base_dir))
         run(plan_eval(cfg, EVAL_BASE, base_dir))
         run(plan_eval(cfg, EVAL_ORPO, merged_dir(cfg)))
+        run(plan_ifeval(cfg, IFEVAL_BASE, base_dir))
+        run(plan_ifeval(cfg, IFEVAL_ORPO, merged_dir(cfg)))
         run(plan_export(cfg))
 
         which, model_dir, reason = choose_served_model(cfg, facts["serves_4bit"], facts["serves_4bit_why"])

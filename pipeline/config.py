@@ -49,6 +49,14 @@ class EvalBudget:
 
 
 @dataclass
+class IFEvalBudget:
+    limit: int | None = 64
+    """IFEval prompts (evenly spaced subset of Google's 541); empty = all. Report-only: never chosen on."""
+    max_new_tokens: int = 512
+    """Max new tokens per answer (IFEval asks for essays; the report says how many answers hit this)."""
+
+
+@dataclass
 class ExportBudget:
     method: str = "gptq"
     group_size: int | None = None
@@ -101,6 +109,7 @@ class PipelineConfig:
     """Held-out pairs for eval and the export check (empty = our test split)."""
     train: TrainBudget = field(default_factory=TrainBudget)
     eval: EvalBudget = field(default_factory=EvalBudget)
+    ifeval: IFEvalBudget = field(default_factory=IFEvalBudget)
     export: ExportBudget = field(default_factory=ExportBudget)
     serve: ServeBudget = field(default_factory=ServeBudget)
     loadtest: LoadtestBudget = field(default_factory=LoadtestBudget)
@@ -114,6 +123,10 @@ class PipelineConfig:
             raise ConfigError(f"eval.limit must be >= 1 or empty, got {self.eval.limit}")
         if self.eval.engine not in ("vllm", "hf"):
             raise ConfigError(f"eval.engine must be vllm or hf, got {self.eval.engine!r}")
+        if self.ifeval.limit is not None and self.ifeval.limit < 1:
+            raise ConfigError(f"ifeval.limit must be >= 1 or empty, got {self.ifeval.limit}")
+        if self.ifeval.max_new_tokens < 1:
+            raise ConfigError(f"ifeval.max_new_tokens must be >= 1, got {self.ifeval.max_new_tokens}")
         if self.serve.serve not in SERVE_CHOICES:
             raise ConfigError(f"serve.serve must be one of {', '.join(SERVE_CHOICES)}, got {self.serve.serve!r}")
         if self.loadtest.users < 1:

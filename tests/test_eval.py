@@ -13,7 +13,7 @@ def test_score_responses_hand_counted():
     lower, nocomma = Constraint("lowercase"), Constraint("no_commas")
     constraints = [[lower], [lower, nocomma], [nocomma]]
     # 1: followed; 2: lowercase ok, comma present; 3: only loosely followed (the comma is on a dropped first line)
-    responses = ["all lower here", "a, b", "Intro, line\nno commas in the body"]
+    responses = ["all lower here", "this, and that", "Intro, line\nno commas in the body"]
     s = score_responses(constraints, responses)
     assert s["prompts"] == 3 and s["instructions"] == 4
     assert s["prompt_strict"] == pytest.approx(1 / 3)
@@ -49,8 +49,20 @@ def test_orpo_eval_end_to_end_on_tiny_model(tmp_path):
     assert result["preference"]["pairs"] == 6
     assert 0.0 <= result["preference"]["preference_accuracy"] <= 1.0
     assert result["instruction_following"]["prompts"] == 6
-    assert len((out / "responses.jsonl").read_text().splitlines()) == 6
-    assert "preference accuracy" in (out / "results.md").read_text()
+    responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert len(responses) == 6
+    for r in responses:  # every answer is auditable: why it stopped, its length, each check's verdict
+        assert r["finish_reason"] in ("stop", "length") and 0 < r["tokens"] <= 8
+        assert len(r["strict"]) == len(r["loose"]) == len(r["kinds"]) and isinstance(r["relevant"], bool)
+    inf = result["instruction_following"]
+    for name in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose", "mean"):
+        low, high = inf["ci"][name]
+        assert low <= inf[name] <= high
+    assert inf["clustered_by"] == "topic" and set(inf["by_template"]) == {"in", "out"}
+    floor = result["constant_baseline"]
+    assert floor["answer"] in floor["candidates"] and floor["prompt_strict"] == 0.0  # constants are off topic
+    assert set(result["preference"]["per_rejection"]) <= {"natural", "near_miss", "off_topic", "vague"}
+    assert "Preference accuracy" in (out / "results.md").read_text()
 
 
 @pytest.mark.slow
@@ -63,5 +75,36 @@ def test_orpo_eval_vllm_engine_matches_prompt_count(tmp_path):
     assert result["instruction_following"]["prompts"] == 4 and "preference" not in result
     responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
     # the random tiny model answers chat prompts with newlines (stripped to ""), so only the shape is checked here
-    assert [r["id"] for r in responses] == ["test-00000", "test-00128", "test-00256", "test-00384"]
+    assert [r["id"] for r in responses] == ["test-00000", "test-00160", "test-00320", "test-00480"]
     assert all(isinstance(r["response"], str) for r in responses)
+
+
+def test_token_budgets_fit_the_model_and_the_prompts(tmp_path):
+    from evaluation.generate import EvalError, context_length, token_budgets
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 1024}))
+    assert context_length(tmp_path) == 1024
+    (tmp_path / "config.json").write_text(json.dumps({"text_config": {"n_positions": 300}}))
+    assert context_length(tmp_path) == 300
+    assert context_length(tmp_path / "missing") is None
+    # what the prompts need when the model allows it; capped per prompt by the model's own length
+    assert token_budgets([100, 40], 256, 8192) == (356, [256, 256])
+    assert token_budgets([900, 100], 256, 1024) == (1024, [124, 256])
+    assert token_budgets([10], 64, None) == (74, [64])
+    with pytest.raises(EvalError, match="prompt 1 has 1024 tokens"):
+        token_budgets([10, 1024], 64, 1024)
+
+
+def test_api_key_is_not_written_and_ifeval_refuses_a_dataset(tmp_path):
+    from evaluation.config import EvalConfig
+
+    with pytest.raises(ValueError, match="--dataset does not apply"):
+        EvalConfig(model="m", benchmark="ifeval", dataset="x.jsonl")
+    assert EvalConfig(model="m", benchmark="ifeval").max_new_tokens == 1024
+    assert EvalConfig(model="m").max_new_tokens == 256
+    from evaluation.runner import public_config
+
+    recorded = json.dumps(public_config(EvalConfig(endpoint="http://x", api_key="sk-secret")))
+    assert "sk-secret" not in recorded and "not recorded" in recorded
+    code = eval_main(["--endpoint", "http://127.0.0.1:9", "--api-key", "sk-secret", "--output", str(tmp_path / "o")])
+    assert code == 2 and not (tmp_path / "o").exists()  # nothing listens on port 9: one line, nothing written

@@ -2,14 +2,25 @@
 
 import pytest
 
-from data.verifiers import KINDS, Constraint, check, check_loose, count_words, describe, loose_variants
+from data.verifiers import (
+    KINDS,
+    TEST_ONLY_KINDS,
+    TRAIN_KINDS,
+    Constraint,
+    check,
+    check_loose,
+    count_words,
+    describe,
+    loose_variants,
+    relevant,
+)
 
 # (kind, kwargs, response, expected strict result)
 CASES = [
     ("lowercase", {}, "hello world, all lower case 123.", True),
     ("lowercase", {}, "Hello world.", False),
     ("lowercase", {}, "1234 !!!", False),  # no cased letter at all
-    ("uppercase", {}, "HELLO WORLD, 42 TIMES.", True),
+    ("uppercase", {}, "THE WORLD IS ROUND, 42 TIMES OVER.", True),
     ("uppercase", {}, "HELLO World.", False),
     ("uppercase", {}, "42", False),
     ("max_words", {"n": 5}, "one two three four five", True),
@@ -27,18 +38,18 @@ CASES = [
     ("keyword_frequency", {"keyword": "moon", "n": 2}, "The moon rose. The Moon set.", True),
     ("keyword_frequency", {"keyword": "moon", "n": 2}, "The moon rose in the moonlight.", False),
     ("json_format", {}, '{"topic": "tea", "answer": "Steep it."}', True),
-    ("json_format", {}, '```json\n{"a": [1, 2]}\n```', True),
-    ("json_format", {}, "  [1, 2]  ", True),
+    ("json_format", {}, '```json\n{"answer": [1, 2]}\n```', True),
+    ("json_format", {}, '  ["tea leaves", 2]  ', True),
     ("json_format", {}, "{'a': 1}", False),
     ("json_format", {}, '{"a": 1', False),
     ("json_format", {}, 'Here you go: {"a": 1}', False),
     ("numbered_list", {"n": 3}, "Steps:\n1. Boil water.\n2. Add tea.\n3. Wait.", True),
     ("numbered_list", {"n": 3}, "1. Boil water.\n2. Add tea.", False),
-    ("numbered_list", {"n": 3}, "1. Boil.\n2. Add.\n3. Wait.\n4. Drink.", False),
+    ("numbered_list", {"n": 3}, "1. Boil it.\n2. Add tea.\n3. Wait now.\n4. Drink up.", False),
     ("numbered_list", {"n": 3}, "1. Boil.\n3. Add.\n4. Wait.", False),
     ("numbered_list", {"n": 3}, "1) Boil.\n2) Add.\n3) Wait.", False),
-    ("bullet_list", {"n": 2}, "* first\n* second", True),
-    ("bullet_list", {"n": 2}, "Intro:\n- first\n* second", True),
+    ("bullet_list", {"n": 2}, "* first point\n* second point", True),
+    ("bullet_list", {"n": 2}, "Intro:\n- first point\n* second point", True),
     ("bullet_list", {"n": 2}, "**Bold heading**\n* only one", False),
     ("bullet_list", {"n": 2}, "* one\n* two\n* three", False),
     ("bullet_list", {"n": 2}, "1. one\n2. two", False),
@@ -53,7 +64,7 @@ CASES = [
     ("paragraphs", {"n": 2}, "First part.\n\n***\n\nSecond part.", True),
     ("paragraphs", {"n": 2}, "First part.\n***\nSecond part.\n***", True),  # empty last part is allowed
     ("paragraphs", {"n": 2}, "First part.\n\nSecond part.", False),
-    ("paragraphs", {"n": 2}, "First.\n***\n***\nSecond.", False),  # empty paragraph in the middle
+    ("paragraphs", {"n": 2}, "First part.\n***\n***\nSecond part.", False),  # empty paragraph in the middle
     ("paragraphs", {"n": 2}, "One.\n***\nTwo.\n***\nThree.", False),
     ("title", {}, "<<The Water Cycle>>\n\nWater evaporates.", True),
     ("title", {}, "The Water Cycle\n\nWater evaporates.", False),
@@ -74,11 +85,36 @@ CASES = [
     ("quotation", {}, 'Tea is "nice"', False),
     ("quotation", {}, "'Tea is nice.'", False),
     ("quotation", {}, '"', False),
-    ("sections", {"n": 2}, "SECTION 1\nTea.\n\nSECTION 2\nCoffee.", True),
+    ("sections", {"n": 2}, "SECTION 1\nTea is nice.\n\nSECTION 2\nCoffee is too.", True),
     ("sections", {"n": 2}, "SECTION 1\nTea only.", False),
     ("sections", {"n": 2}, "Section 1\nTea.\nSection 2\nCoffee.", False),
     ("sections", {"n": 2}, "SECTION 1\nTea.\nSECTION 3\nCoffee.", False),
     ("sections", {"n": 2}, "SECTION 1\nA.\nSECTION 2\nB.\nSECTION 3\nC.", False),
+    ("highlights", {"n": 2}, "Tea is *grown in hills* and *picked by hand* each spring.", True),
+    ("highlights", {"n": 2}, "Tea is *grown in hills* and **picked by hand** each spring.", False),
+    ("repeat_request", {"request": "Why is tea green?"}, "Why is tea green? Because it is not oxidised.", True),
+    ("repeat_request", {"request": "Why is tea green?"}, "Tea is green because it is not oxidised.", False),
+    ("capital_words", {"n": 2}, "Tea is VERY good and REALLY cheap.", True),
+    ("capital_words", {"n": 2}, "Tea is VERY good and really cheap.", False),
+]
+
+# One degenerate answer per hardened check (issue "Quality you can trust, 1 of 2"): each passed before dataset v2.
+DEGENERATE = [
+    ("numbered_list", {"n": 3}, "1.\n2.\n3. "),
+    ("bullet_list", {"n": 3}, "-\n-\n-"),
+    ("placeholders", {"n": 3}, "[][][]"),
+    ("sections", {"n": 2}, "SECTION 1\nSECTION 2"),
+    ("quotation", {}, '""'),
+    ("end_with", {"phrase": "Any other questions?"}, "Any other questions?"),
+    ("start_with", {"phrase": "Sure."}, "Sure.ly tea is nice."),
+    ("lowercase", {}, "la tierra es redonda"),
+    ("json_format", {}, "42"),
+    ("min_words", {"n": 80}, "the " * 80),
+    ("no_commas", {}, "Tea\uff0c coffee and milk."),
+    ("paragraphs", {"n": 2}, "***\n***\n***"),
+    ("postscript", {"marker": "P.S."}, "P.S. see above"),
+    ("title", {}, "<<!!>> Tea is nice."),
+    ("highlights", {"n": 2}, "** ** and * *"),
 ]
 
 # (kind, kwargs, response): fails the strict check, passes IFEval's loose check.
@@ -105,6 +141,30 @@ LOOSE_FAILS_TOO = [
 @pytest.mark.parametrize(("kind", "kwargs", "response", "expected"), CASES)
 def test_strict_check(kind, kwargs, response, expected):
     assert check(response, Constraint(kind, kwargs)) is expected
+
+
+@pytest.mark.parametrize(("kind", "kwargs", "response"), DEGENERATE)
+def test_degenerate_answers_fail(kind, kwargs, response):
+    c = Constraint(kind, kwargs)
+    assert not check(response, c)
+    assert not check_loose(response, c)
+
+
+def test_relevance_needs_a_topic_word():
+    words = ["photosynthesis", "chlorophyll", "sunlight"]
+    assert relevant("Plants turn SUNLIGHT into sugar.", words)
+    assert not relevant("SURE.", words)
+    assert not relevant("Sunlighting is a word I made up.", words)  # whole words only
+
+
+def test_test_only_kinds_have_only_paraphrases_in_test():
+    assert set(TEST_ONLY_KINDS) <= set(KINDS) and not set(TEST_ONLY_KINDS) & set(TRAIN_KINDS)
+    for kind, spec in KINDS.items():
+        assert len(spec.paraphrases) >= 2, kind
+        kwargs = next(kw for k, kw, _, _ in CASES if k == kind)
+        train = describe(Constraint(kind, kwargs))
+        for i in range(len(spec.paraphrases)):
+            assert describe(Constraint(kind, kwargs), paraphrase=i) != train
 
 
 @pytest.mark.parametrize(("kind", "kwargs", "response", "expected"), CASES)
@@ -162,7 +222,7 @@ def test_describe_and_round_trip(kind):
     c = Constraint(kind, kwargs)
     text = describe(c)
     assert text and text[-1] in '.?"' and "\n" not in text
-    for value in kwargs.values():
+    for value in kwargs.values() if kind != "repeat_request" else ():  # the request is the prompt itself
         for v in value if isinstance(value, list) else [value]:
             assert str(v) in text
     assert Constraint.from_dict(c.to_dict()) == c

@@ -29,7 +29,8 @@ CHECKPOINT_POLICIES = ("full", "selective")  # train/checkpointing.py
 CPU_AUTO_PRECISION = "fp32"
 # A pair keeps at least this many response tokens: max_prompt_length must leave room for them.
 MIN_RESPONSE_TOKENS = 16
-EVAL_TEST_SPLIT = "test"
+# Our committed splits an eval_dataset can name. Choose on dev (steps, checkpoints, recipes); test is report-only.
+EVAL_SPLITS = ("dev", "test")
 
 
 class ConfigError(ValueError):
@@ -56,8 +57,8 @@ class TrainConfig:
         default=None,
     )
     eval_dataset: str | None = _help(
-        f"Pairs to evaluate on every eval_steps: a file/folder like `dataset`, or '{EVAL_TEST_SPLIT}' for our "
-        "committed test split. Empty = no evaluation.",
+        "Pairs to evaluate on every eval_steps: a file/folder like `dataset`, or 'dev' / 'test' for our committed "
+        "splits (dev is for choosing steps and checkpoints; test is report-only). Empty = no evaluation.",
         default=None,
     )
     max_pairs: int | None = _help("Use only the first N training pairs (quick runs). Empty = all.", default=None)
@@ -190,8 +191,8 @@ class TrainConfig:
             raise ConfigError("output_dir must not be empty")
         if self.dataset is not None and not Path(self.dataset).expanduser().exists():
             raise ConfigError(f"dataset file not found: {self.dataset}")
-        if self.eval_dataset not in (None, EVAL_TEST_SPLIT) and not Path(self.eval_dataset).expanduser().exists():
-            raise ConfigError(f"eval_dataset not found: {self.eval_dataset} (a file/folder, or '{EVAL_TEST_SPLIT}')")
+        if self.eval_dataset not in (None, *EVAL_SPLITS) and not Path(self.eval_dataset).expanduser().exists():
+            raise ConfigError(f"eval_dataset not found: {self.eval_dataset} (a file/folder, 'dev' or 'test')")
 
     @property
     def run_dir(self) -> Path:

@@ -20,7 +20,7 @@ from datasets import Dataset
 
 from core.manifest import library_versions, make_manifest, sha256_file, weights_sha256, write_manifest
 from core.models import resolve_model
-from train.config import EVAL_TEST_SPLIT, TrainConfig
+from train.config import EVAL_SPLITS, TrainConfig
 from train.data_prep import TruncationStats, format_pairs, truncate_pairs
 from train.hf_args import resolve_precision
 from train.merge import merge_adapter
@@ -81,10 +81,11 @@ def run_training(
     train_set, train_stats = prepare_pairs(raw, tokenizer, cfg, cfg.max_pairs)
     eval_set = eval_record = None
     if eval_pairs is not None or cfg.eval_dataset is not None:
-        eval_spec = None if cfg.eval_dataset == EVAL_TEST_SPLIT else cfg.eval_dataset
-        raw_eval = eval_pairs if eval_pairs is not None else load_pairs(eval_spec, "test")
+        split = cfg.eval_dataset if cfg.eval_dataset in EVAL_SPLITS else "test"
+        eval_spec = None if cfg.eval_dataset in EVAL_SPLITS else cfg.eval_dataset
+        raw_eval = eval_pairs if eval_pairs is not None else load_pairs(eval_spec, split)
         eval_set, eval_stats = prepare_pairs(raw_eval, tokenizer, cfg, cfg.eval_max_pairs)
-        eval_record = dataset_record(eval_spec, "test", eval_pairs is not None, eval_stats)
+        eval_record = dataset_record(eval_spec, split, eval_pairs is not None, eval_stats)
 
     from train import trainer as orpo  # trl is imported only once the config and data are known good
 

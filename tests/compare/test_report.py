@@ -1,5 +1,7 @@
 """Totals, ratios and claim verdicts on hand-made figures; the markdown and the charts."""
 
+import json
+
 import pytest
 
 from compare.plots import plot_all
@@ -19,7 +21,16 @@ def stage(process_s, loop_s, rss, tps, steps=30, cuda=None):
     }
 
 
-def evaluation(pref, strict, prompts=128):
+def evaluation(pref, strict, prompts=128, folder=None):
+    """An arm's eval summary; with ``folder``, its responses.jsonl too (the first strict * n prompts followed)."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        followed = round(strict * prompts)
+        lines = [
+            json.dumps({"id": f"p{i}", "topic": f"t{i % 16}", "strict": [i < followed], "loose": [i < followed]})
+            for i in range(prompts)
+        ]
+        (folder / "responses.jsonl").write_text("\n".join(lines) + "\n")
     return {
         "preference": {"preference_accuracy": pref, "pairs": prompts, "mean_margin": 0.1},
         "instruction_following": {
@@ -28,6 +39,7 @@ def evaluation(pref, strict, prompts=128):
             "prompt_loose": strict + 0.05,
             "instruction_strict": strict + 0.1,
         },
+        "results_dir": str(folder),
     }
 
 
@@ -72,20 +84,23 @@ def test_memory_claim_uses_cuda_when_measured():
 
 @pytest.mark.parametrize(
     ("orpo_strict", "dpo_strict", "verdict"),
-    [(0.60, 0.30, "confirmed"), (0.30, 0.60, "refuted"), (0.42, 0.40, "inconclusive"), (0.0, 0.0, "inconclusive")],
+    [(0.60, 0.30, "confirmed"), (0.30, 0.60, "refuted"), (0.42, 0.41, "inconclusive"), (0.0, 0.0, "inconclusive")],
 )
-def test_quality_claim_needs_a_clear_difference(orpo_strict, dpo_strict, verdict):
-    claim = quality_claim(evaluation(0.6, orpo_strict), evaluation(0.5, dpo_strict))
+def test_quality_claim_needs_a_paired_interval_clear_of_zero(orpo_strict, dpo_strict, verdict, tmp_path):
+    orpo = evaluation(0.6, orpo_strict, folder=tmp_path / "orpo")
+    dpo = evaluation(0.5, dpo_strict, folder=tmp_path / "dpo")
+    claim = quality_claim(orpo, dpo)
     assert claim["verdict"] == verdict
-    assert claim["standard_error"] > 0 and claim["difference"] == pytest.approx(orpo_strict - dpo_strict)
+    assert claim["difference"] == pytest.approx(round(orpo_strict * 128) / 128 - round(dpo_strict * 128) / 128)
+    assert claim["ci"][0] <= claim["difference"] <= claim["ci"][1]
 
 
-def make_report():
+def make_report(tmp_path):
     evals = {
-        "base": evaluation(0.5, 0.1),
-        "sft": evaluation(0.55, 0.2),
-        "sft_dpo": evaluation(0.6, 0.25),
-        "orpo": evaluation(0.62, 0.3),
+        "base": evaluation(0.5, 0.1, folder=tmp_path / "base"),
+        "sft": evaluation(0.55, 0.2, folder=tmp_path / "sft"),
+        "sft_dpo": evaluation(0.6, 0.29, folder=tmp_path / "sft_dpo"),  # one prompt fewer than ORPO
+        "orpo": evaluation(0.62, 0.3, folder=tmp_path / "orpo"),
     }
     curves = {
         "orpo": [{"step": s, "loss": 2.0 - s / 10, "nll_loss": 1.9 - s / 10} for s in (1, 2, 3)],
@@ -103,10 +118,10 @@ def make_report():
     return build_report(config, STAGES, evals, curves, machine)
 
 
-def test_markdown_has_the_table_and_the_verdicts():
-    report = make_report()
+def test_markdown_has_the_table_and_the_verdicts(tmp_path):
+    report = make_report(tmp_path)
     text = to_markdown(report)
-    assert "| SFT -> DPO | 1100 | 900 | 60 | 8000 | 240 | 0.600 | 0.250 |" in text
+    assert "| SFT -> DPO | 1100 | 900 | 60 | 8000 | 240 | 0.600 | 0.290 |" in text
     assert "| ORPO | 600 | 500 | 30 | 7000 | 300 | 0.620 | 0.300 |" in text
     assert "| base (untrained) | - | - | - | - | - | 0.500 | 0.100 |" in text
     assert "ORPO takes 50-60% of SFT + DPO's time: confirmed." in text  # 600 / 1100 = 55%
@@ -115,6 +130,6 @@ def test_markdown_has_the_table_and_the_verdicts():
 
 
 def test_charts_are_written(tmp_path):
-    paths = plot_all(make_report(), tmp_path)
+    paths = plot_all(make_report(tmp_path), tmp_path)
     assert [p.name for p in paths] == ["loss_curves.png", "cost.png", "quality.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)

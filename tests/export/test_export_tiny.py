@@ -96,7 +96,7 @@ def test_quantised_model_stays_close_to_the_full_one_and_answers(gptq_dir, awq_d
             got = model(ids).logits[0].flatten()
         assert torch.corrcoef(torch.stack([want, got]))[0, 1] > 0.99, folder.name
         answer = generate_hf(model, tok, [CHAT], max_new_tokens=8, batch_size=1)
-        assert isinstance(answer[0], str)
+        assert isinstance(answer[0].text, str) and answer[0].tokens <= 8
 
 
 def test_awq_keeps_zero_points(awq_dir):
@@ -113,7 +113,7 @@ def test_vllm_loads_the_export_and_answers_a_chat_request(which, request):
 
     folder = request.getfixturevalue(which)
     answers = generate_vllm(str(folder), [CHAT], max_new_tokens=8)
-    assert len(answers) == 1 and isinstance(answers[0], str)
+    assert len(answers) == 1 and isinstance(answers[0].text, str) and answers[0].finish_reason in ("stop", "length")
 
 
 def test_quality_gate_refuses_a_degraded_export(tiny_model_dir, tmp_path, monkeypatch, capsys):

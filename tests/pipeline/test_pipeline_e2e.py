@@ -31,6 +31,7 @@ TINY = {
         "overrides": {"max_pairs": 16, "eval_dataset": None, "logging_steps": 1, "save_steps": 2},
     },
     "eval": {"limit": 4, "max_new_tokens": 16, "engine": "hf", "batch_size": 4},
+    "ifeval": {"limit": 3, "max_new_tokens": 16},
     "export": {
         "min_retention": 0,  # a random model has no quality to keep
         "eval_limit": 4,

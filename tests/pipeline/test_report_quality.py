@@ -1,0 +1,41 @@
+"""The pipeline report's quality section from evaluation folders: intervals, the floor, paired differences."""
+
+import json
+
+from evaluation.instruct import summarize, verdicts
+from pipeline.charts import quality_chart
+from pipeline.quality import COLUMNS, collect_quality, quality_markdown
+
+ROWS = [
+    {"id": f"test-{i:05d}", "topic": f"t{i % 8}", "template": "in" if i % 3 else "out", "relevance": ["tea"],
+     "constraints": [{"kind": "no_commas", "kwargs": {}}]}
+    for i in range(40)
+]  # fmt: skip
+
+
+def write_eval(folder, answers):
+    vs = verdicts(ROWS, answers)
+    folder.mkdir(parents=True)
+    floor = {"answer": "SURE.", "candidates": {"SURE.": 0.0}, **summarize(verdicts(ROWS, ["SURE."] * len(ROWS)))}
+    result = {"config": {"engine": "hf", "max_new_tokens": 16}, "instruction_following": summarize(vs),
+              "constant_baseline": floor}  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(result))
+    lines = [json.dumps({"id": r["id"], "topic": r["topic"], **v}) for r, v in zip(ROWS, vs, strict=True)]
+    (folder / "responses.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_quality_section_has_intervals_floor_templates_and_a_paired_difference(tmp_path):
+    write_eval(tmp_path / "eval-base", ["tea, milk"] * 30 + ["tea and milk"] * 10)  # 10 of 40 follow
+    write_eval(tmp_path / "eval-orpo", ["tea and milk"] * 40)  # all 40 follow
+    q = collect_quality(tmp_path, None)
+    strict = next(r for r in q["rows"] if r["figure"] == "IF prompt-strict")["values"]
+    assert strict["base"]["value"] == 0.25 and strict["ORPO"]["value"] == 1.0
+    assert strict["base"]["ci_low"] < 0.25 < strict["base"]["ci_high"]
+    assert strict["constant answer (floor)"]["value"] == 0.0  # off topic: fails everything
+    assert strict["quantised"] is None
+    diff = q["orpo_minus_base"]["prompt_strict"]
+    assert diff["value"] == 0.75 and diff["excludes_zero"] and diff["clusters"] == 8
+    assert set(q["by_template"]) == {"in", "out"}
+    text = "\n".join(quality_markdown(q, {"base": "orpo-eval"}))
+    assert "+0.750 [" in text and "(differs)" in text and "constant answer (floor)" in text
+    assert quality_chart(q["rows"], list(COLUMNS), tmp_path / "q.png").stat().st_size > 0
