@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--limit", type=int, help="evaluate an evenly spaced subset of N pairs (or IFEval prompts)")
     p.add_argument("--max-new-tokens", type=int, help="default: 256 on our split, 1024 on IFEval")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight against --endpoint")
     p.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="generation engine for --model")
     p.add_argument("--no-preference", dest="preference", action="store_false", help="skip preference accuracy")
     p.add_argument("--no-generation", dest="generation", action="store_false", help="skip instruction following")

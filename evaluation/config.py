@@ -21,6 +21,7 @@ class EvalConfig:
     limit: int | None = None  # evaluate an evenly spaced subset of this many pairs (or IFEval prompts)
     max_new_tokens: int | None = None  # default: 256 on our split, 1024 on IFEval
     batch_size: int = 8
+    concurrency: int = 16  # requests in flight against --endpoint
     engine: str = "vllm"  # generation for --model: vllm (offline engine, fast) or hf (transformers generate)
     preference: bool = True
     generation: bool = True
@@ -37,8 +38,8 @@ class EvalConfig:
             raise ValueError(f"--benchmark must be one of {', '.join(BENCHMARKS)}, got {self.benchmark!r}")
         if self.max_new_tokens is None:
             self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS[self.benchmark]
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("--max-new-tokens and --batch-size must be >= 1")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.concurrency < 1:
+            raise ValueError("--max-new-tokens, --batch-size and --concurrency must be >= 1")
         if self.benchmark == "ifeval":
             if self.dataset is not None:
                 raise ValueError("--dataset does not apply to --benchmark ifeval (its prompts are fixed)")

@@ -12,6 +12,8 @@ def fmt_ci(figure: dict | float | None, ci: list | None = None) -> str:
     if figure is None:
         return "-"
     if isinstance(figure, dict):
+        if figure.get("ci_low") is None or figure.get("ci_high") is None:
+            return f"{figure['value']:.3f}"
         return f"{figure['value']:.3f} [{figure['ci_low']:.3f}, {figure['ci_high']:.3f}]"
     return f"{figure:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 

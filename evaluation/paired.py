@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from evaluation.stats import Estimate, excludes_zero, if_paired_diffs
@@ -17,11 +18,16 @@ def read_responses(folder: Path) -> list[dict] | None:
         return None
 
 
-def paired_diffs(a_dir: Path, b_dir: Path) -> dict[str, dict] | None:
+def paired_diffs(a_dir: Path, b_dir: Path, keep: Callable[[dict], bool] | None = None) -> dict[str, dict] | None:
     """B minus A for the four figures and their mean over the prompts both answered (paired bootstrap, clustered
-    by topic where the records carry one); each with ``excludes_zero``, the only case we call a difference."""
+    by topic where the records carry one); each with ``excludes_zero``, the only case we call a difference.
+    ``keep`` selects records (e.g. one template's rows)."""
     a, b = read_responses(a_dir), read_responses(b_dir)
     if not a or not b:
+        return None
+    if keep is not None:
+        a = [r for r in a if keep(r)]
+    if not a:
         return None
     key = "id" if "id" in a[0] else "key"
     by_id = {r[key]: r for r in b}

@@ -74,7 +74,9 @@ def _generate(cfg: EvalConfig, prompts: list[list[dict]], model, tokenizer, resu
 
     t = time.perf_counter()
     if cfg.endpoint is not None:
-        out = generate_endpoint(cfg.endpoint, prompts, cfg.api_key, cfg.served_model, cfg.max_new_tokens)
+        out = generate_endpoint(
+            cfg.endpoint, prompts, cfg.api_key, cfg.served_model, cfg.max_new_tokens, concurrency=cfg.concurrency
+        )
     elif cfg.engine == "vllm":
         out = generate_vllm(str(resolve_model_dir(cfg)), prompts, cfg.max_new_tokens)
     else:

@@ -32,7 +32,7 @@ def estimate(value: float | None, ci: list | None = None) -> dict | None:
 
 def _ours(result: dict | None, name: str) -> dict | None:
     inf = (result or {}).get("instruction_following")
-    return estimate(inf[name], inf["ci"][name]) if inf and name in inf else None
+    return estimate(inf[name], (inf.get("ci") or {}).get(name)) if inf and name in inf else None
 
 
 def _export(export: dict | None, side: str, name: str) -> dict | None:
@@ -52,7 +52,7 @@ def collect_quality(run_dir: Path, export: dict | None) -> dict[str, Any]:
             "ORPO": _ours(orpo, name),
             "ORPO (export check)": _export(export, "full", name),
             "quantised": _export(export, "quantized", name),
-            "constant answer (floor)": estimate(floor[name], floor["ci"][name]) if floor else None,
+            "constant answer (floor)": estimate(floor[name], floor["ci"][name]) if floor and name in floor else None,
         }
         rows.append({"figure": f"IF {name.replace('_', '-')}", "values": values})
     templates = {}

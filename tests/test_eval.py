@@ -108,3 +108,20 @@ def test_api_key_is_not_written_and_ifeval_refuses_a_dataset(tmp_path):
     assert "sk-secret" not in recorded and "not recorded" in recorded
     code = eval_main(["--endpoint", "http://127.0.0.1:9", "--api-key", "sk-secret", "--output", str(tmp_path / "o")])
     assert code == 2 and not (tmp_path / "o").exists()  # nothing listens on port 9: one line, nothing written
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_vllm_eval_takes_the_context_length_from_a_short_model(tiny_model_dir, tmp_path):
+    """A model whose max_position_embeddings is shorter than prompt + max_new_tokens: fewer new tokens, not a crash."""
+    import shutil
+
+    short = tmp_path / "short-model"
+    shutil.copytree(tiny_model_dir, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 192}))
+    out = tmp_path / "eval"
+    argv = ["--model", str(short), "--limit", "2", "--max-new-tokens", "400", "--no-preference", "--output", str(out)]
+    assert eval_main(argv) == 0
+    responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert all(r["tokens"] < 192 for r in responses)
