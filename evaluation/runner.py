@@ -38,6 +38,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Everything ``results.json`` holds, plus ``responses`` (one record per answer) for ``responses.jsonl``."""
     result: dict[str, Any] = {"config": public_config(cfg), "timings_s": {}}
     start = time.perf_counter()
+    rows = None
+    if cfg.benchmark == "ours":  # bad data fails in a second, before any model is loaded
+        named = cfg.dataset in ("dev", "test")  # our committed splits by name
+        split = cfg.dataset if named else "test"
+        rows = subset(load_preference_dataset(None if named else cfg.dataset, split=split).to_list(), cfg.limit)
     model = tokenizer = None
     if cfg.model is not None and (cfg.preference or cfg.engine == "hf"):
         from evaluation.loading import load_model
@@ -52,9 +57,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.benchmark == "ifeval":
         result["ifeval"], result["constant_baseline"], result["responses"] = _ifeval(cfg, model, tokenizer, result)
     else:
-        named = cfg.dataset in ("dev", "test")  # our committed splits by name
-        split = cfg.dataset if named else "test"
-        rows = subset(load_preference_dataset(None if named else cfg.dataset, split=split).to_list(), cfg.limit)
         if cfg.preference:
             from evaluation.scoring import preference_accuracy
 
