@@ -30,7 +30,7 @@ step() {  # name command...
 }
 
 served_ifeval() {  # orpo-serve on the GPTQ folder, IFEval through its API, then SIGTERM
-    $PY -m serve.cli --model "$OUT/gptq" --port "$PORT" --max-model-len 2048 --kv-cache-gib 4 \
+    $PY -m serve --model "$OUT/gptq" --port "$PORT" --max-model-len 2048 --kv-cache-gib 4 \
         --max-tokens-cap 1024 > "$OUT/logs/serve.log" 2>&1 &
     local pid=$!
     for _ in $(seq 600); do

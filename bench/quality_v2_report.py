@@ -15,8 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from evaluation.ifeval import COVERED
 from evaluation.markdown import FIGURE_NAMES, fmt_ci
-from evaluation.paired import paired_diffs
+from evaluation.paired import paired_diffs, read_responses
+from evaluation.stats import excludes_zero, paired_diff_ci
 
 PUBLISHED_IFEVAL_MEAN = 0.299  # SmolLM2-135M-Instruct model card, official bf16 weights
 IFEVAL = {"base": "ifeval-base", "ORPO (140 steps)": "ifeval-orpo", "GPTQ, served": "ifeval-served"}
@@ -32,6 +34,25 @@ def diff_cell(d: dict | None) -> str:
     if not d:
         return "-"
     return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]{' *' if d['excludes_zero'] else ''}"
+
+
+def group_diff(a_dir: Path, b_dir: Path, covered: bool) -> dict | None:
+    """Paired B - A of strict instruction-level accuracy over the IFEval types our data covers (or does not)."""
+    a, b = read_responses(a_dir), read_responses(b_dir)
+    if not a or not b or [r["key"] for r in a] != [r["key"] for r in b]:
+        return None
+
+    def parts(records: list[dict]) -> list:
+        num = [
+            sum(ok for t, ok in zip(r["instructions"], r["strict"], strict=True) if (t in COVERED) == covered)
+            for r in records
+        ]
+        den = [sum(1 for t in r["instructions"] if (t in COVERED) == covered) for r in records]
+        keep = [i for i, d in enumerate(den) if d]
+        return [([num[i] for i in keep], [den[i] for i in keep])]
+
+    e = paired_diff_ci(parts(a), parts(b))
+    return {**e.to_dict(), "excludes_zero": excludes_zero(e)}
 
 
 def ifeval_section(run: Path) -> list[str]:
@@ -59,10 +80,12 @@ def ifeval_section(run: Path) -> list[str]:
         )
     for group in ("covered", "uncovered"):
         cells = [fmt_ci(r["ifeval"][group]["strict"]) for r in results.values()]
+        g1 = group_diff(run / IFEVAL["base"], run / IFEVAL["ORPO (140 steps)"], group == "covered")
+        g2 = group_diff(run / IFEVAL["ORPO (140 steps)"], run / IFEVAL["GPTQ, served"], group == "covered")
         lines.append(
             f"| instruction-strict, types our data {'covers' if group == 'covered' else 'does not cover'} | "
             + " | ".join(cells)
-            + " | | | |"
+            + f" | | {diff_cell(g1)} | {diff_cell(g2)} |"
         )
     hits = [f"{r['generation']['hit_token_limit']} / {r['generation']['answers']}" for r in results.values()]
     lines.append("| answers at the token limit | " + " | ".join(hits) + " | | | |")
@@ -125,9 +148,11 @@ def ours_section(run: Path) -> list[str]:
         "| rejection | " + " | ".join(results) + " |",
         "|---" * (len(results) + 1) + "|",
     ]
-    for kind in first["preference"]["per_rejection"]:
+    for kind in first.get("preference", {}).get("per_rejection", {}):
         lines.append(
-            f"| {kind} | " + " | ".join(fmt_ci(r["preference"]["per_rejection"][kind]) for r in results.values()) + " |"
+            f"| {kind} | "
+            + " | ".join(fmt_ci(r.get("preference", {}).get("per_rejection", {}).get(kind)) for r in results.values())
+            + " |"
         )
     return lines
 

@@ -86,7 +86,7 @@ def _generate(cfg: EvalConfig, prompts: list[list[dict]], model, tokenizer, resu
     result["timings_s"]["generation"] = round(time.perf_counter() - t, 2)
     result["generation"] = {
         "decoding": "greedy (temperature 0)",
-        "chat_template": "the model's own; one user message, no system message added",
+        "chat_template": "the model's own, one user message (plus the template's default system prompt, if any)",
         "engine": "endpoint" if cfg.endpoint is not None else cfg.engine,
         "max_new_tokens": cfg.max_new_tokens,
         "hit_token_limit": sum(g.finish_reason == "length" for g in out),

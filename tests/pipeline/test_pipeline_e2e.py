@@ -60,8 +60,12 @@ def test_pipeline_runs_skips_and_reruns_downstream_of_a_deleted_output(tmp_path,
     assert report["loadtest"]["passed"] is True and report["loadtest"]["summary"]["requests"] >= 1
     assert report["serve"]["served"] in ("merged", "quantized") and report["serve"]["exit_code"] == 0
     assert report["sizes_mib"]["quantised"] < report["sizes_mib"]["merged (ORPO)"]
-    quality = {row["figure"]: row["values"] for row in report["quality"]}
-    assert all(quality["preference_accuracy"][c] is not None for c in ("base", "ORPO", "quantised"))
+    quality = {row["figure"]: row["values"] for row in report["quality"]["rows"]}
+    columns = ("base", "ORPO", "quantised", "constant answer (floor)")
+    assert all(quality["IF prompt-strict"][c] is not None for c in columns)
+    assert report["quality"]["orpo_minus_base"]["prompt_strict"]["n"] == 4  # paired over the same 4 prompts
+    assert {"base", "ORPO"} <= set(report["quality"]["ifeval"]) and report["quality"]["ifeval"]["base"]["prompts"] == 3
+    assert set(report["quality"]["preference"]) == {"base", "ORPO"}
     assert "## Serving" in (run_dir / "report" / "report.md").read_text()
     assert first.count("running") == len(STAGES)
 
