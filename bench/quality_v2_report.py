@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path)
     p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--note", default="", help="a line on how the run went (e.g. what else ran beside it)")
     args = p.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     commands = (args.run / "commands.txt").read_text() if (args.run / "commands.txt").is_file() else ""
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "```",
         "",
     ]
+    lines += [args.note, ""] if args.note else []
     lines += ifeval_section(args.run) + ours_section(args.run)
     args.output.mkdir(parents=True, exist_ok=True)
     for folder in (*IFEVAL.values(), *OURS.values()):
