@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 env:
 	@bash scripts/setup_env.sh
 
-# The main job: train -> eval -> export -> serve -> load test -> report (orpo-pipeline; 19 min measured on 2 CPU cores).
+# The main job: train -> eval (our test split, IFEval) -> export -> serve -> load test -> report (orpo-pipeline;
+# ~25-30 min measured on 2 CPU cores).
 # `make demo DEMO_ARGS=--quick` for a first look; re-running skips every stage that is up to date.
 demo: env
 	$(PY) -m pipeline.cli $(DEMO_ARGS)
