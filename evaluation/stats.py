@@ -10,7 +10,7 @@ the same interval.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,6 +157,21 @@ def if_parts(verdicts: Sequence[dict]) -> dict[str, tuple[list[int], list[int]]]
         parts[f"prompt_{mode}"] = ([int(all(v[mode])) for v in verdicts], [1] * len(verdicts))
         parts[f"instruction_{mode}"] = ([sum(v[mode]) for v in verdicts], [len(v[mode]) for v in verdicts])
     return parts
+
+
+def instruction_parts(
+    verdicts: Sequence[dict], keep: Callable[[str], bool], key: str = "instructions", mode: str = "strict"
+) -> tuple[list[int], list[int], list[int]]:
+    """Per-prompt (followed, asked) counts over the instructions whose type ``keep`` selects, and the indices of the
+    prompts that ask at least one: the units of instruction-level accuracy on a subset of types."""
+    num, den, idx = [], [], []
+    for i, v in enumerate(verdicts):
+        kept = [ok for t, ok in zip(v[key], v[mode], strict=True) if keep(t)]
+        if kept:
+            num.append(sum(kept))
+            den.append(len(kept))
+            idx.append(i)
+    return num, den, idx
 
 
 def if_figures(verdicts: Sequence[dict], clusters: Sequence | None = None) -> dict[str, dict]:
