@@ -3,7 +3,7 @@ paired differences (ORPO minus base, same prompts), our split's in- and out-of-t
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +13,6 @@ from evaluation.stats import IF_FIGURES
 
 FIGURES = (*IF_FIGURES, "mean")
 COLUMNS = ("base", "ORPO", "ORPO (export check)", "quantised", "constant answer (floor)")
-
-
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def estimate(value: float | None, ci: list | None = None) -> dict | None:
@@ -41,9 +34,11 @@ def _export(export: dict | None, side: str, name: str) -> dict | None:
     return estimate(rates.get(name), (figures.get("instruction_following_ci") or {}).get(name))
 
 
-def collect_quality(run_dir: Path, export: dict | None) -> dict[str, Any]:
-    """Everything the quality section shows, JSON-able."""
-    base, orpo = _read(run_dir / "eval-base" / "results.json"), _read(run_dir / "eval-orpo" / "results.json")
+def collect_quality(
+    run_dir: Path, base: dict | None, orpo: dict | None, export: dict | None, read_json: Callable[[Path], Any]
+) -> dict[str, Any]:
+    """Everything the quality section shows, JSON-able: from the eval results and export manifest the report has
+    read, and the IFEval results it reads with ``read_json``."""
     floor = (base or orpo or {}).get("constant_baseline")
     rows = []
     for name in FIGURES:
@@ -61,7 +56,7 @@ def collect_quality(run_dir: Path, export: dict | None) -> dict[str, Any]:
             templates.setdefault(t, {})[label] = {n: figs[n] for n in FIGURES} | {"prompts": figs["prompts"]}
     ifeval = {}
     for label, folder in (("base", "ifeval-base"), ("ORPO", "ifeval-orpo")):
-        r = _read(run_dir / folder / "results.json")
+        r = read_json(run_dir / folder / "results.json")
         if r and "ifeval" in r:
             ife = r["ifeval"]
             ifeval[label] = {n: ife[n] for n in FIGURES} | {

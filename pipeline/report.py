@@ -78,7 +78,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
         "train": {**(merged.get("train") or {}), "metrics": merged.get("metrics", {}).get("train")},
-        "quality": collect_quality(run_dir, export),
+        "quality": collect_quality(run_dir, base, orpo, export, read_json),
         "quality_measured_on": measured_on(base, orpo, export),
         "export": {
             k: (export or {}).get(k) for k in ("method", "bits", "group_size", "wall_time_s", "size_on_disk_bytes")

@@ -5,6 +5,7 @@ import json
 from evaluation.instruct import summarize, verdicts
 from pipeline.charts import quality_chart
 from pipeline.quality import COLUMNS, collect_quality, quality_markdown
+from pipeline.report import read_json
 
 ROWS = [
     {"id": f"test-{i:05d}", "topic": f"t{i % 8}", "template": "in" if i % 3 else "out", "relevance": ["tea"],
@@ -27,7 +28,9 @@ def write_eval(folder, answers):
 def test_quality_section_has_intervals_floor_templates_and_a_paired_difference(tmp_path):
     write_eval(tmp_path / "eval-base", ["tea, milk"] * 30 + ["tea and milk"] * 10)  # 10 of 40 follow
     write_eval(tmp_path / "eval-orpo", ["tea and milk"] * 40)  # all 40 follow
-    q = collect_quality(tmp_path, None)
+    q = collect_quality(
+        tmp_path, *(read_json(tmp_path / f / "results.json") for f in ("eval-base", "eval-orpo")), None, read_json
+    )
     strict = next(r for r in q["rows"] if r["figure"] == "IF prompt-strict")["values"]
     assert strict["base"]["value"] == 0.25 and strict["ORPO"]["value"] == 1.0
     assert strict["base"]["ci_low"] < 0.25 < strict["base"]["ci_high"]
