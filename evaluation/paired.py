@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from evaluation.stats import Estimate, excludes_zero, if_paired_diffs
+from evaluation.stats import if_paired_diffs
 
 
 def read_responses(folder: Path) -> list[dict] | None:
@@ -35,7 +35,4 @@ def paired_diffs(a_dir: Path, b_dir: Path, keep: Callable[[dict], bool] | None =
     if not pairs:
         return None
     topics = [r.get("topic") for r, _ in pairs]
-    diffs = if_paired_diffs([r for r, _ in pairs], [s for _, s in pairs], topics if all(topics) else None)
-    for d in diffs.values():
-        d["excludes_zero"] = excludes_zero(Estimate(d["value"], d["ci_low"], d["ci_high"], d["n"], d["clusters"]))
-    return diffs
+    return if_paired_diffs([r for r, _ in pairs], [s for _, s in pairs], topics if all(topics) else None)

@@ -183,8 +183,8 @@ def if_figures(verdicts: Sequence[dict], clusters: Sequence | None = None) -> di
 
 
 def if_paired_diffs(a: Sequence[dict], b: Sequence[dict], clusters: Sequence | None = None) -> dict[str, dict]:
-    """B minus A for the four figures and their mean, paired over the same prompts."""
+    """B minus A for the four figures and their mean, paired over the same prompts; each with ``excludes_zero``."""
     pa, pb = if_parts(a), if_parts(b)
-    out = {name: paired_diff_ci([pa[name]], [pb[name]], clusters=clusters).to_dict() for name in IF_FIGURES}
-    out["mean"] = paired_diff_ci([pa[n] for n in IF_FIGURES], [pb[n] for n in IF_FIGURES], clusters=clusters).to_dict()
-    return out
+    diffs = {name: paired_diff_ci([pa[name]], [pb[name]], clusters=clusters) for name in IF_FIGURES}
+    diffs["mean"] = paired_diff_ci([pa[n] for n in IF_FIGURES], [pb[n] for n in IF_FIGURES], clusters=clusters)
+    return {name: {**e.to_dict(), "excludes_zero": excludes_zero(e)} for name, e in diffs.items()}
