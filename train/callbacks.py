@@ -24,6 +24,10 @@ ORPO_KEYS = (
     "rewards/margins",
     "learning_rate",
     "tokens_per_second",
+    "if_mean",  # dev instruction following while training (eval only; train/dev_eval.py)
+    "if_prompt_strict",
+    "answer_tokens",
+    "answer_hit_limit",
 )
 
 

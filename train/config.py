@@ -143,6 +143,22 @@ class TrainConfig:
     save_steps: int = _help("Save a resumable checkpoint every N steps.", default=50)
     save_total_limit: int = _help("Keep the N newest checkpoints.", default=3)
     eval_steps: int = _help("Evaluate every N steps (when eval_dataset is set).", default=50)
+    eval_generate: int = _help(
+        "At every evaluation also answer N eval prompts greedily and score them with our verifiers (train/dev_eval.py;"
+        " logs eval_if_mean, eval_if_prompt_strict, eval_answer_tokens, eval_answer_hit_limit). Needs eval rows with "
+        "constraints (the dev split). 0 = off.",
+        default=0,
+    )
+    eval_max_new_tokens: int = _help("Token limit of those answers.", default=256)
+    best_metric: str | None = _help(
+        "Keep the checkpoint with the best value of this eval metric and merge it instead of the last step: "
+        "'if_mean' (dev instruction following, needs eval_generate), 'loss', 'rewards/accuracies', ... Lower is "
+        "better for names ending in 'loss'. save_steps must be a multiple of eval_steps. Empty = the last step.",
+        default=None,
+    )
+    early_stopping_patience: int = _help(
+        "Stop after N evaluations in a row without a better best_metric. 0 = run every step.", default=0
+    )
 
     def __post_init__(self) -> None:
         coerce_fields(self)
@@ -191,8 +207,32 @@ class TrainConfig:
             raise ConfigError("output_dir must not be empty")
         if self.dataset is not None and not Path(self.dataset).expanduser().exists():
             raise ConfigError(f"dataset file not found: {self.dataset}")
+        self._check_selection()
         if self.eval_dataset not in (None, *EVAL_SPLITS) and not Path(self.eval_dataset).expanduser().exists():
             raise ConfigError(f"eval_dataset not found: {self.eval_dataset} (a file/folder, 'dev' or 'test')")
+
+    def _check_selection(self) -> None:
+        """Dev evaluation, best checkpoint and early stopping: combinations that would fail mid-run or do nothing."""
+        for name in ("eval_generate", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.eval_max_new_tokens < 1:
+            raise ConfigError(f"eval_max_new_tokens must be >= 1, got {self.eval_max_new_tokens}")
+        if self.eval_dataset is None:
+            for name in ("eval_generate", "best_metric", "early_stopping_patience"):
+                if getattr(self, name):
+                    raise ConfigError(f"{name} needs an eval_dataset (e.g. dev)")
+        if self.best_metric is not None:
+            metric = self.best_metric.removeprefix("eval_")
+            if metric.startswith(("if_", "answer_")) and not self.eval_generate:
+                raise ConfigError(f"best_metric {self.best_metric!r} is measured only with eval_generate > 0")
+            if self.save_steps % self.eval_steps:
+                raise ConfigError(
+                    f"best_metric needs a checkpoint at every evaluation: save_steps ({self.save_steps}) must be a "
+                    f"multiple of eval_steps ({self.eval_steps})"
+                )
+        if self.early_stopping_patience and self.best_metric is None:
+            raise ConfigError("early_stopping_patience needs a best_metric to watch")
 
     @property
     def run_dir(self) -> Path:

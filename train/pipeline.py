@@ -79,17 +79,27 @@ def run_training(
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     raw = train_pairs if train_pairs is not None else load_pairs(cfg.dataset, "train")
     train_set, train_stats = prepare_pairs(raw, tokenizer, cfg, cfg.max_pairs)
-    eval_set = eval_record = None
+    eval_set = eval_record = generation_eval = None
     if eval_pairs is not None or cfg.eval_dataset is not None:
         split = cfg.eval_dataset if cfg.eval_dataset in EVAL_SPLITS else "test"
         eval_spec = None if cfg.eval_dataset in EVAL_SPLITS else cfg.eval_dataset
         raw_eval = eval_pairs if eval_pairs is not None else load_pairs(eval_spec, split)
         eval_set, eval_stats = prepare_pairs(raw_eval, tokenizer, cfg, cfg.eval_max_pairs)
         eval_record = dataset_record(eval_spec, split, eval_pairs is not None, eval_stats)
+        if cfg.eval_generate:
+            from train.dev_eval import GenerationEval, GenerationEvalError
+
+            try:
+                generation_eval = GenerationEval(raw_eval.to_list(), cfg.eval_generate, cfg.eval_max_new_tokens)
+            except GenerationEvalError as exc:
+                raise TrainError(str(exc)) from None
+            eval_record["generate_prompts"] = len(generation_eval.rows)
 
     from train import trainer as orpo  # trl is imported only once the config and data are known good
 
-    trainer, metrics = orpo.build_trainer(cfg, base_dir, tokenizer, train_set, eval_set)
+    trainer, metrics = orpo.build_trainer(
+        cfg, base_dir, tokenizer, train_set, eval_set, generation_eval=generation_eval
+    )
     output = orpo.train(trainer, checkpoint)
     adapter_dir = cfg.run_dir / "adapter"
     orpo.save_adapter(trainer, adapter_dir)
@@ -109,6 +119,8 @@ def run_training(
         train={
             "global_step": output.global_step,
             "resumed_from": str(checkpoint) if checkpoint else None,
+            "stopped_early": output.global_step < trainer.state.max_steps,
+            "best": best_record(cfg, trainer.state),
             "wall_time_s": round(wall_time, 1),  # this session: load + train + save, not the merge
             "tokens_per_second": round(metrics.tokens_per_second, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -120,6 +132,15 @@ def run_training(
     merged = merge_adapter(adapter_dir, cfg.merged_dir)
     logger.info("done in %.0f s: adapter %s, merged model %s", time.perf_counter() - started, adapter_dir, merged)
     return merged
+
+
+def best_record(cfg: TrainConfig, state) -> dict[str, Any] | None:
+    """Which checkpoint the adapter (and merged model) is, when ``best_metric`` chose it."""
+    if cfg.best_metric is None:
+        return None
+    checkpoint = state.best_model_checkpoint
+    step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
+    return {"metric": f"eval_{cfg.best_metric.removeprefix('eval_')}", "value": state.best_metric, "step": step}
 
 
 def prepare_run_dir(cfg: TrainConfig, resume: bool) -> Path | None:

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainerCallback
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from train.callbacks import MetricsLogCallback, TokenCountingCollator
 from train.config import TrainConfig
+from train.dev_eval import GenerationEval
 from train.hf_args import lora_config, resolve_precision, training_arguments
 from train.lean_logps import LeanForwardError, orpo_sequence_logps
 from train.lora_dropout import fuse_lora_dropout
@@ -38,8 +39,13 @@ def build_trainer(
     train_dataset: Dataset,
     eval_dataset: Dataset | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    generation_eval: GenerationEval | None = None,
 ) -> tuple[ORPOTrainer, MetricsLogCallback]:
-    """An ORPOTrainer over string pairs (already chat-formatted and pre-truncated), LoRA on ``base_dir``."""
+    """An ORPOTrainer over string pairs (already chat-formatted and pre-truncated), LoRA on ``base_dir``.
+
+    ``generation_eval`` adds dev instruction following to every evaluation; with ``cfg.best_metric`` the best
+    checkpoint is reloaded at the end (so the saved adapter is that one), and ``early_stopping_patience`` stops early.
+    """
     precision = resolve_precision(cfg)
     on_cpu = not torch.cuda.is_available()
     # fp32 master weights either way: bf16 runs under autocast, so LoRA updates and the odds ratio keep fp32 sums.
@@ -49,6 +55,7 @@ def build_trainer(
             **training_arguments(cfg),
             "eval_strategy": "steps" if eval_dataset is not None else "no",
             "eval_steps": cfg.eval_steps,
+            **best_checkpoint_arguments(cfg),
         },
         beta=cfg.beta,
         # trl's default True runs disable_dropout_in_model *after* wrapping in LoRA, so it zeroes lora_dropout
@@ -57,8 +64,12 @@ def build_trainer(
         remove_unused_columns=False,  # trl's pair collator needs the chosen_/rejected_ columns
     )
     lean = {"logit_chunk_size": cfg.logit_chunk_size} if cfg.orpo_forward == "lean" else {}
-    trainer = (LeanORPOTrainer if lean else ORPOTrainer)(
+    callbacks = list(callbacks or [])
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = (LeanORPOTrainer if lean else DevORPOTrainer)(
         **lean,
+        generation_eval=generation_eval,
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -87,7 +98,40 @@ def build_trainer(
     return trainer, metrics_cb
 
 
-class LeanORPOTrainer(ORPOTrainer):
+def best_checkpoint_arguments(cfg: TrainConfig) -> dict:
+    """TrainingArguments that keep (and reload at the end) the checkpoint with the best ``cfg.best_metric``."""
+    if cfg.best_metric is None:
+        return {}
+    metric = cfg.best_metric.removeprefix("eval_")
+    return {
+        "metric_for_best_model": metric,
+        "greater_is_better": not metric.endswith("loss"),
+        "load_best_model_at_end": True,
+    }
+
+
+class DevORPOTrainer(ORPOTrainer):
+    """trl's ORPOTrainer whose evaluations also generate on dev prompts (``train/dev_eval.py``), when given one.
+
+    The figures join the evaluation's metrics before transformers logs them and before callbacks see them, so
+    ``metric_for_best_model`` and early stopping can use them like any eval metric.
+    """
+
+    def __init__(self, *args, generation_eval: GenerationEval | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.generation_eval = generation_eval
+
+    def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
+        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        if self.generation_eval is not None:
+            model = self.accelerator.unwrap_model(self.model)
+            scores = self.generation_eval(model, self.processing_class)
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+            logger.info("step %d dev: %s", self.state.global_step, {k: round(v, 3) for k, v in scores.items()})
+        return output
+
+
+class LeanORPOTrainer(DevORPOTrainer):
     """trl's ORPOTrainer whose forward never holds the ``[2B, T, V]`` logits (``train/lean_logps.py``).
 
     The (possibly DDP-wrapped) model runs its own forward, so gradient sync and hooks stay intact, with the output

@@ -53,6 +53,11 @@ def test_values_are_coerced_from_strings():
         ({"orpo_forward": "fast"}, "orpo_forward must be one of lean, trl"),
         ({"logit_chunk_size": 0}, "logit_chunk_size must be >= 1"),
         ({"lr": 1e-4}, "unknown config key 'lr'"),
+        ({"eval_generate": 8}, "eval_generate needs an eval_dataset"),
+        ({"eval_dataset": "dev", "best_metric": "if_mean"}, "measured only with eval_generate > 0"),
+        ({"eval_dataset": "dev", "best_metric": "loss", "save_steps": 30, "eval_steps": 20}, "must be a multiple"),
+        ({"eval_dataset": "dev", "early_stopping_patience": 2}, "needs a best_metric to watch"),
+        ({"eval_dataset": "dev", "eval_generate": -1}, "eval_generate must be >= 0"),
     ],
 )
 def test_bad_values_raise_clear_errors(overrides, message):
