@@ -25,6 +25,25 @@ class Generation(NamedTuple):
     tokens: int | None
 
 
+class Sampling(NamedTuple):
+    """How answers are drawn: greedy (the default, for evaluation) or ``n`` samples per prompt (on-policy pairs).
+
+    ``seeds`` (one per prompt) make sampling repeatable whatever the batch a prompt lands in, so a resumed run
+    draws the same answers; None = unseeded.
+    """
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seeds: Sequence[int] | None = None
+
+    def seed(self, i: int) -> int | None:
+        return None if self.seeds is None else int(self.seeds[i])
+
+
+GREEDY = Sampling()
+
+
 class EvalError(RuntimeError):
     """A model or endpoint that cannot be evaluated; the message says why."""
 
@@ -58,6 +77,38 @@ def generate_hf(
     return results
 
 
+def sample_hf(
+    model, tokenizer, prompts: Sequence[Messages], max_new_tokens: int, sampling: Sampling
+) -> list[list[Generation]]:
+    """``sampling.n`` sampled answers per prompt with HF ``generate`` (one prompt at a time, seeded per prompt).
+
+    Slow: meant for tiny models and tests; vLLM (``sample_vllm``) is the engine for real runs.
+    """
+    import torch
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    results = []
+    for i, messages in enumerate(tqdm(prompts, desc="sample", unit="prompt")):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        batch = tokenizer([text], return_tensors="pt", add_special_tokens=False).to(model.device)
+        if sampling.seed(i) is not None:
+            torch.manual_seed(sampling.seed(i))
+        with torch.no_grad():
+            out = model.generate(
+                **batch, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                num_return_sequences=sampling.n, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+            )  # fmt: skip
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        answers = []
+        decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        for row, answer in zip(new_tokens.tolist(), decoded, strict=True):
+            n = sum(1 for t in row if t != pad_id)
+            stopped = tokenizer.eos_token_id in row or n < max_new_tokens
+            answers.append(Generation(answer.strip(), "stop" if stopped else "length", n))
+        results.append(answers)
+    return results
+
+
 def generate_endpoint(
     base_url: str,
     prompts: Sequence[Messages],
@@ -68,6 +119,24 @@ def generate_endpoint(
     timeout_s: float = 600.0,
 ) -> list[Generation]:
     """Greedy chat completions from any OpenAI-compatible server (``base_url`` ends before ``/v1``)."""
+    out = sample_endpoint(base_url, prompts, GREEDY, api_key, model, max_new_tokens, concurrency, timeout_s)
+    return [answers[0] for answers in out]
+
+
+def sample_endpoint(
+    base_url: str,
+    prompts: Sequence[Messages],
+    sampling: Sampling,
+    api_key: str | None = None,
+    model: str | None = None,
+    max_new_tokens: int = 256,
+    concurrency: int = 8,
+    timeout_s: float = 600.0,
+) -> list[list[Generation]]:
+    """``sampling.n`` chat completions per prompt (the request's ``n`` and ``seed``) from an OpenAI-compatible server.
+
+    With n > 1 the usage block counts all choices together, so per-answer token counts are None.
+    """
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -75,23 +144,31 @@ def generate_endpoint(
     try:
         model = model or _first_model(client)
 
-        def one(messages: Messages) -> Generation:
+        def one(i: int) -> list[Generation]:
             body: dict[str, Any] = {
                 "model": model,
-                "messages": messages,
-                "temperature": 0.0,
+                "messages": prompts[i],
+                "temperature": sampling.temperature,
                 "max_tokens": max_new_tokens,
             }
+            if sampling.n > 1:
+                body["n"] = sampling.n
+            if sampling.temperature > 0:
+                body["top_p"] = sampling.top_p
+            if sampling.seed(i) is not None:
+                body["seed"] = sampling.seed(i)
             response = client.post("/v1/chat/completions", json=body)
             if response.status_code != 200:
                 raise EvalError(f"{base_url}: HTTP {response.status_code}: {response.text[:200]}")
             body = response.json()
-            choice = body["choices"][0]
-            tokens = (body.get("usage") or {}).get("completion_tokens")
-            return Generation((choice["message"]["content"] or "").strip(), choice.get("finish_reason"), tokens)
+            tokens = (body.get("usage") or {}).get("completion_tokens") if sampling.n == 1 else None
+            choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
+            return [
+                Generation((c["message"]["content"] or "").strip(), c.get("finish_reason"), tokens) for c in choices
+            ]
 
         with ThreadPoolExecutor(concurrency) as pool:
-            return list(tqdm(pool.map(one, prompts), total=len(prompts), desc="generate", unit="prompt"))
+            return list(tqdm(pool.map(one, range(len(prompts))), total=len(prompts), desc="generate", unit="prompt"))
     except httpx.HTTPError as e:
         raise EvalError(f"{base_url}: {e.__class__.__name__}: {e}") from None
     finally:
@@ -138,46 +215,87 @@ def token_budgets(prompt_lengths: Sequence[int], max_new_tokens: int, model_len:
 
 
 def generate_vllm(model_dir: str, prompts: Sequence[Messages], max_new_tokens: int = 256) -> list[Generation]:
-    """Greedy chat generation with vLLM's offline engine: several times faster than HF generate on CPU.
+    """Greedy chat generation with vLLM's offline engine: several times faster than HF generate on CPU."""
+    return [answers[0] for answers in sample_vllm(model_dir, prompts, max_new_tokens, GREEDY)]
 
-    The engine's context is what the prompts need (longest prompt + ``max_new_tokens``) within the model's own
+
+def sample_vllm(
+    model_dir: str, prompts: Sequence[Messages], max_new_tokens: int = 256, sampling: Sampling = GREEDY
+) -> list[list[Generation]]:
+    """``sampling.n`` answers per prompt from vLLM's offline engine (greedy by default), seeded per prompt."""
+    sampler = VLLMSampler(model_dir, prompts, max_new_tokens)
+    try:
+        return sampler(prompts, sampling)
+    finally:
+        sampler.close()
+
+
+class VLLMSampler:
+    """One vLLM offline engine, started once, answering batch after batch (resumable on-policy sampling).
+
+    The engine's context is what ``sized_for`` needs (longest prompt + ``max_new_tokens``) within the model's own
     context length; a prompt near that length gets fewer new tokens. vLLM serves fp32 checkpoints in bf16 on CPU,
     so answers can differ slightly from ``generate_hf``'s.
     """
-    import os
 
-    for key, value in (
-        ("VLLM_CPU_KVCACHE_SPACE", "2"),
-        ("VLLM_CPU_OMP_THREADS_BIND", "auto"),
-        ("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
-        ("VLLM_NO_USAGE_STATS", "1"),
-        ("HF_HUB_OFFLINE", "1"),
-    ):
-        os.environ.setdefault(key, value)
-    from transformers import AutoTokenizer
+    def __init__(self, model_dir: str, sized_for: Sequence[Messages], max_new_tokens: int = 256) -> None:
+        import os
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        rendered = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-        lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered]
-    except Exception as e:  # a folder without a usable tokenizer or chat template: one line, not a traceback
-        raise EvalError(f"cannot tokenise the prompts for {model_dir}: {_first_line(e)}") from None
-    max_model_len, budgets = token_budgets(lengths, max_new_tokens, context_length(model_dir))
-    from vllm import LLM, SamplingParams
+        for key, value in (
+            ("VLLM_CPU_KVCACHE_SPACE", "2"),
+            ("VLLM_CPU_OMP_THREADS_BIND", "auto"),
+            ("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
+            ("VLLM_NO_USAGE_STATS", "1"),
+            ("HF_HUB_OFFLINE", "1"),
+        ):
+            os.environ.setdefault(key, value)
+        from transformers import AutoTokenizer
 
-    try:
-        llm = LLM(model=str(model_dir), enforce_eager=True, max_model_len=max_model_len, seed=0)
-    except Exception as e:  # vLLM raises pydantic, ValueError and RuntimeError for models it cannot run
-        raise EvalError(f"vLLM cannot run {model_dir}: {_first_line(e)}") from None
-    try:
-        params = [SamplingParams(temperature=0.0, max_tokens=n) for n in budgets]
-        outputs = llm.chat(list(prompts), params, use_tqdm=True)
+        self.model_dir, self.max_new_tokens = str(model_dir), max_new_tokens
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        except Exception as e:  # a folder without a usable tokenizer: one line, not a traceback
+            raise EvalError(f"cannot load the tokenizer of {model_dir}: {_first_line(e)}") from None
+        self.model_len = context_length(model_dir)
+        self.max_model_len, _ = token_budgets(self.lengths(sized_for), max_new_tokens, self.model_len)
+        from vllm import LLM
+
+        try:
+            self.llm = LLM(model=self.model_dir, enforce_eager=True, max_model_len=self.max_model_len, seed=0)
+        except Exception as e:  # vLLM raises pydantic, ValueError and RuntimeError for models it cannot run
+            raise EvalError(f"vLLM cannot run {model_dir}: {_first_line(e)}") from None
+
+    def lengths(self, prompts: Sequence[Messages]) -> list[int]:
+        try:
+            rendered = [
+                self.tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts
+            ]
+            return [len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered]
+        except Exception as e:  # no usable chat template
+            raise EvalError(f"cannot tokenise the prompts for {self.model_dir}: {_first_line(e)}") from None
+
+    def __call__(self, prompts: Sequence[Messages], sampling: Sampling = GREEDY) -> list[list[Generation]]:
+        from vllm import SamplingParams
+
+        _, budgets = token_budgets(self.lengths(prompts), self.max_new_tokens, self.max_model_len)
+        params = [
+            SamplingParams(
+                n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature else 1.0,
+                seed=sampling.seed(i), max_tokens=n,
+            )
+            for i, n in enumerate(budgets)
+        ]  # fmt: skip
+        outputs = self.llm.chat(list(prompts), params, use_tqdm=True)
         return [
-            Generation(o.outputs[0].text.strip(), o.outputs[0].finish_reason, len(o.outputs[0].token_ids))
+            [
+                Generation(c.text.strip(), c.finish_reason, len(c.token_ids))
+                for c in sorted(o.outputs, key=lambda c: c.index)
+            ]
             for o in outputs
         ]
-    finally:
-        del llm
+
+    def close(self) -> None:
+        del self.llm
 
 
 def _first_line(e: BaseException) -> str:
