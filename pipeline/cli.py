@@ -4,7 +4,8 @@
     orpo-pipeline --quick               # the config's `quick:` budget, in its own run folder
     orpo-pipeline --config FILE [--set train.max_steps=20 --set eval.limit=16] [--rerun export] [--verbose]
 
-Stages, each in its own process, outputs under RUNS_DIR/NAME/: train (ORPO + LoRA, merge) -> eval-base ->
+Stages, each in its own process, outputs under RUNS_DIR/NAME/: [pairs (with pairs.source: onpolicy) ->]
+train (ORPO + LoRA, merge) -> eval-base ->
 eval-orpo -> export (GPTQ + quality gate) -> serve (orpo-serve on a free port) -> loadtest (Locust, SLOs) ->
 stop the server -> report (report.md, report.json, PNG charts). A stage whose output is up to date is skipped
 (pipeline/runner.py says what "up to date" means). Exit status: 0 done; 1 a stage failed (one line names it and
@@ -35,6 +36,7 @@ from pipeline.stages import (
     IFEVAL_BASE,
     IFEVAL_ORPO,
     LOADTEST,
+    PAIRS,
     SERVE,
     STAGES,
     choose_served_model,
@@ -43,11 +45,13 @@ from pipeline.stages import (
     plan_export,
     plan_ifeval,
     plan_loadtest,
+    plan_pairs,
     plan_report,
     plan_serve,
     plan_train,
     serve_args,
     stage_env,
+    stages,
 )
 
 logger = logging.getLogger(__name__)
@@ -109,7 +113,7 @@ def run_pipeline(cfg: PipelineConfig, facts: dict[str, Any], config_path: Any, r
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "pipeline_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     print(f"orpo-pipeline: {config_path} -> {run_dir}/ (base model {facts['model_dir']})", flush=True)
-    runner = StageRunner(run_dir / "state", run_dir / "logs", total=len(STAGES), echo=echo)
+    runner = StageRunner(run_dir / "state", run_dir / "logs", total=len(stages(cfg)), echo=echo)
     base_dir = Path(facts["model_dir"])
     started = time.perf_counter()
     server: Server | None = None
@@ -118,6 +122,8 @@ def run_pipeline(cfg: PipelineConfig, facts: dict[str, Any], config_path: Any, r
         return runner.run(plan, force=force or ("--rerun" if plan.name in rerun else None))
 
     try:
+        if PAIRS in stages(cfg):
+            run(plan_pairs(cfg, base_dir))
         run(plan_train(cfg, base_dir))
         run(plan_eval(cfg, EVAL_BASE, base_dir))
         run(plan_eval(cfg, EVAL_ORPO, merged_dir(cfg)))

@@ -27,6 +27,24 @@ class ConfigError(ValueError):
     """A config value that cannot be used; the message names the key."""
 
 
+PAIR_SOURCES = ("committed", "onpolicy")
+
+
+@dataclass
+class PairsBudget:
+    source: str = "committed"
+    """Training pairs: 'committed' (``dataset``, or our train split) or 'onpolicy' (the pairs stage samples k
+    answers per train prompt from the base model and judges them with our verifiers: ``orpo-data generate``)."""
+    limit: int | None = 256
+    """On-policy: evenly spaced train prompts to sample (empty = all ~1,400)."""
+    k: int = 4
+    """On-policy: answers per prompt."""
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    seed: int = 0
+
+
 @dataclass
 class TrainBudget:
     config: str = "configs/orpo_smollm2_cpu.yaml"
@@ -107,6 +125,7 @@ class PipelineConfig:
     """Training pairs (empty = our committed train split)."""
     eval_dataset: str | None = None
     """Held-out pairs for eval and the export check (empty = our test split)."""
+    pairs: PairsBudget = field(default_factory=PairsBudget)
     train: TrainBudget = field(default_factory=TrainBudget)
     eval: EvalBudget = field(default_factory=EvalBudget)
     ifeval: IFEvalBudget = field(default_factory=IFEvalBudget)
@@ -117,6 +136,14 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a plain folder name, got {self.name!r}")
+        if self.pairs.source not in PAIR_SOURCES:
+            raise ConfigError(f"pairs.source must be one of {', '.join(PAIR_SOURCES)}, got {self.pairs.source!r}")
+        if self.pairs.source == "onpolicy" and self.dataset is not None:
+            raise ConfigError("pairs.source: onpolicy samples our train prompts; leave dataset empty")
+        if self.pairs.k < 2 or (self.pairs.limit is not None and self.pairs.limit < 1):
+            raise ConfigError(
+                f"pairs.k must be >= 2 and pairs.limit >= 1 or empty, got {self.pairs.k} / {self.pairs.limit}"
+            )
         if self.train.max_steps is not None and self.train.max_steps < 1:
             raise ConfigError(f"train.max_steps must be >= 1 or empty, got {self.train.max_steps}")
         if self.eval.limit is not None and self.eval.limit < 1:

@@ -18,7 +18,18 @@ from core.manifest import MANIFEST_NAME, atomic_output_dir
 from pipeline.charts import bar_chart, quality_chart
 from pipeline.quality import COLUMNS, collect_quality, quality_markdown
 
-STAGE_ORDER = ("train", "eval-base", "eval-orpo", "ifeval-base", "ifeval-orpo", "export", "serve", "loadtest", "report")
+STAGE_ORDER = (
+    "pairs",
+    "train",
+    "eval-base",
+    "eval-orpo",
+    "ifeval-base",
+    "ifeval-orpo",
+    "export",
+    "serve",
+    "loadtest",
+    "report",
+)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -65,6 +76,8 @@ def collect(run_dir: Path) -> dict[str, Any]:
     stages = []
     for name in STAGE_ORDER[:-1]:
         record = read_json(state / f"{name}.json") or {}
+        if name == "pairs" and not record:
+            continue  # committed pairs: no pairs stage
         stages.append(
             {
                 "stage": name,
@@ -77,6 +90,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
     base_dir = Path(base["model_dir"]) if base and base.get("model_dir") else None
     return {
         "run_dir": str(run_dir),
+        "pairs": read_json(run_dir / "pairs" / "stats.json"),
         "train": {**(merged.get("train") or {}), "metrics": merged.get("metrics", {}).get("train")},
         "quality": collect_quality(run_dir, base, orpo, export, read_json),
         "quality_measured_on": measured_on(base, orpo, export),
@@ -110,6 +124,18 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def to_markdown(report: dict[str, Any], charts: dict[str, str]) -> str:
     lines = [f"# orpo-pipeline report: {report['run_dir']}", ""]
+    pairs = report.get("pairs")
+    if pairs:
+        lines += [
+            "## Training pairs (on-policy)",
+            "",
+            f"{fmt(pairs['prompts'])} train prompts x {fmt(pairs['answers_per_prompt'], 0)} sampled answers from the "
+            f"base model, judged by our verifiers: {fmt(pairs['answer_pass_rate'])} of answers passed every "
+            f"constraint, {fmt(pairs['answers_cut_at_limit'])} were cut at the token limit; {fmt(pairs['pairs'])} "
+            f"pairs kept (dropped: {', '.join(f'{k} {v}' for k, v in pairs['dropped'].items()) or 'none'}); chosen "
+            f"{fmt(pairs['chosen_mean_words'], 0)} words on average, rejected {fmt(pairs['rejected_mean_words'], 0)}.",
+            "",
+        ]
     train = report["train"]
     lines += [
         "## Training",

@@ -21,7 +21,8 @@ from data.splits import split_path
 from pipeline.config import REPO, PipelineConfig
 from pipeline.runner import StagePlan, fingerprint
 
-TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT = (
+PAIRS, TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT = (
+    "pairs",
     "train",
     "eval-base",
     "eval-orpo",
@@ -32,9 +33,10 @@ TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, 
     "loadtest",
     "report",
 )
-STAGES = (TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT)
+STAGES = (PAIRS, TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT)
 # The file whose sha256 fingerprints each stage's output (the manifest the stage writes last).
 MANIFESTS = {
+    PAIRS: MANIFEST_NAME,
     TRAIN: f"merged/{MANIFEST_NAME}",
     EVAL_BASE: "results.json",
     EVAL_ORPO: "results.json",
@@ -84,21 +86,46 @@ def data_fingerprint(spec: str | None, default_split: str) -> str:
     return f"spec:{spec}"  # a hub id: its name is all we can key on offline
 
 
+def stages(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The stages this config runs: the pairs stage only for on-policy pairs."""
+    return STAGES if cfg.pairs.source == "onpolicy" else tuple(s for s in STAGES if s != PAIRS)
+
+
+def plan_pairs(cfg: PipelineConfig, base_dir: Path) -> StagePlan:
+    """On-policy pairs from the base model on our train prompts (``orpo-data generate``; resumable)."""
+    p = cfg.pairs
+    settings = {k: v for k, v in vars(p).items() if k != "source"}
+    argv = ["generate", "--model", str(base_dir), "--output", str(output_dir(cfg, PAIRS)), "--split", "train"]
+    argv += ["--k", str(p.k), "--temperature", str(p.temperature), "--top-p", str(p.top_p)]
+    argv += ["--max-new-tokens", str(p.max_new_tokens), "--seed", str(p.seed)]
+    argv += ["--limit", str(p.limit)] if p.limit is not None else []
+    inputs = {"base_model": model_fingerprint(base_dir), "prompts": data_fingerprint(None, "train")}
+    return command_plan(cfg, PAIRS, "data.cli", argv, settings, inputs)
+
+
+def training_data(cfg: PipelineConfig) -> tuple[str | None, str]:
+    """(dataset for orpo-train, its fingerprint): the pairs stage's output, ``dataset``, or our train split."""
+    if cfg.pairs.source == "onpolicy":
+        return str(output_dir(cfg, PAIRS) / "pairs.jsonl"), output_fingerprint(cfg, PAIRS)
+    return cfg.dataset, data_fingerprint(cfg.dataset, "train")
+
+
 def plan_train(cfg: PipelineConfig, base_dir: Path) -> StagePlan:
     out = output_dir(cfg, TRAIN)
     config_path = cfg.train_config_path()
     overrides: dict[str, Any] = {**cfg.train.overrides, "output_dir": str(out), "model": cfg.model}
     if cfg.train.max_steps is not None:
         overrides["max_steps"] = cfg.train.max_steps
-    if cfg.dataset is not None:
-        overrides["dataset"] = cfg.dataset
+    dataset, dataset_key = training_data(cfg)
+    if dataset is not None:
+        overrides["dataset"] = dataset
     sets = [arg for k, v in overrides.items() for arg in ("--set", f"{k}={_yaml_scalar(v)}")]
     return StagePlan(
         name=TRAIN,
         output=out,
         manifest=MANIFESTS[TRAIN],
         settings={"config": yaml.safe_load(config_path.read_text()), "overrides": overrides},
-        inputs={"base_model": model_fingerprint(base_dir), "dataset": data_fingerprint(cfg.dataset, "train")},
+        inputs={"base_model": model_fingerprint(base_dir), "dataset": dataset_key},
         command=[sys.executable, "-m", "train.cli", "--config", str(config_path), *sets],
         env=stage_env(),
         resume_args=["--resume"],
@@ -141,11 +168,12 @@ def plan_export(cfg: PipelineConfig) -> StagePlan:
     argv += ["--calibration-max-tokens", str(x.calibration_max_tokens), "--quality-engine", x.quality_engine]
     argv += ["--group-size", str(x.group_size)] if x.group_size is not None else []
     # the gate is a choice: orpo-export measures it on our dev split, never on the report's test split
-    argv += ["--calibration-dataset", cfg.dataset] if cfg.dataset is not None else []
+    calibration = training_data(cfg)[0]
+    argv += ["--calibration-dataset", calibration] if calibration is not None else []
     inputs = {
         "model": output_fingerprint(cfg, TRAIN),
         "eval_data": data_fingerprint(None, "dev"),
-        "calibration_data": data_fingerprint(cfg.dataset, "train"),
+        "calibration_data": training_data(cfg)[1],
     }
     return command_plan(cfg, EXPORT, "export.cli", argv, settings, inputs, check_weights=True)
 
@@ -204,7 +232,7 @@ def plan_loadtest(cfg: PipelineConfig, url: str | None, api_key: str | None) -> 
 
 def plan_report(cfg: PipelineConfig) -> StagePlan:
     out = output_dir(cfg, REPORT)
-    inputs = {stage: output_fingerprint(cfg, stage) for stage in STAGES if stage != REPORT}
+    inputs = {stage: output_fingerprint(cfg, stage) for stage in stages(cfg) if stage != REPORT}
     argv = ["--run-dir", str(cfg.run_dir.resolve()), "--output", str(out)]
     return command_plan(cfg, REPORT, "pipeline.report", argv, {"report_version": 1}, inputs)
 

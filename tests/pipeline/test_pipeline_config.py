@@ -64,3 +64,25 @@ def test_export_group_size_reaches_orpo_export_only_when_set():
     assert shipped[shipped.index("--group-size") + 1] == "32"
     auto = argv(load_config(CPU_CONFIG, overrides=parse_set(["export.group_size=null"])))
     assert "--group-size" not in auto
+
+
+def test_onpolicy_pairs_stage_feeds_training_and_calibration(tmp_path):
+    from pipeline.stages import PAIRS, TRAIN, output_dir, plan_export, plan_pairs, plan_train, stages
+
+    committed = load_config(CPU_CONFIG)
+    assert PAIRS not in stages(committed) and TRAIN in stages(committed)
+    cfg = load_config(CPU_CONFIG, overrides=parse_set(["pairs.source=onpolicy", "pairs.k=6", f"runs_dir={tmp_path}"]))
+    assert stages(cfg)[:2] == (PAIRS, TRAIN)
+    pairs = [str(a) for a in plan_pairs(cfg, tmp_path).command]
+    assert pairs[pairs.index("-m") + 1 : pairs.index("-m") + 3] == ["data.cli", "generate"]
+    assert pairs[pairs.index("--k") + 1] == "6" and pairs[pairs.index("--split") + 1] == "train"
+    pairs_file = str(output_dir(cfg, PAIRS) / "pairs.jsonl")
+    assert f"dataset={pairs_file}" in [str(a) for a in plan_train(cfg, tmp_path).command]
+    export = [str(a) for a in plan_export(cfg).command]
+    assert export[export.index("--calibration-dataset") + 1] == pairs_file
+    # the train stage is keyed on the pairs stage's output, so new pairs retrain
+    assert plan_train(cfg, tmp_path).inputs["dataset"].startswith("missing:")
+    with pytest.raises(ConfigError, match="leave dataset empty"):
+        load_config(CPU_CONFIG, overrides=parse_set(["pairs.source=onpolicy", "dataset=x.jsonl"]))
+    with pytest.raises(ConfigError, match="pairs.source must be one of"):
+        load_config(CPU_CONFIG, overrides=parse_set(["pairs.source=model"]))
