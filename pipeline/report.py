@@ -17,19 +17,7 @@ from typing import Any
 from core.manifest import MANIFEST_NAME, atomic_output_dir
 from pipeline.charts import bar_chart, quality_chart
 from pipeline.quality import COLUMNS, collect_quality, quality_markdown
-
-STAGE_ORDER = (
-    "pairs",
-    "train",
-    "eval-base",
-    "eval-orpo",
-    "ifeval-base",
-    "ifeval-orpo",
-    "export",
-    "serve",
-    "loadtest",
-    "report",
-)
+from pipeline.stages import STAGES as STAGE_ORDER
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
