@@ -47,7 +47,7 @@ def server_command(kind: str, model_dir: Path, name: str, port: int, max_model_l
     common = ["--port", str(port), "--max-model-len", str(max_model_len), "--enforce-eager"]
     if kind == "orpo-serve":
         return [sys.executable, "-m", "serve", "--model", str(model_dir), "--served-model-name", name,
-                "--kv-cache-gib", "1", *common]  # fmt: skip
+                "--kv-cache-gib", "1", "--allow-benchmark-params", *common]  # fmt: skip
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", name, "--host", "127.0.0.1", "--load-format", "safetensors", *common]  # fmt: skip
 

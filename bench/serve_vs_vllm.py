@@ -48,6 +48,7 @@ def server_command(kind: str, model_dir: Path, name: str, port: int, args: argpa
             str(model_dir),
             "--served-model-name",
             name,
+            "--allow-benchmark-params",  # the requests use ignore_eos
             *common,
             "--kv-cache-gib",
             str(args.kv_cache_gib),

@@ -11,7 +11,8 @@ from serve.errors import Overloaded, ShuttingDown
 
 
 class AdmissionGate:
-    """``max_concurrency`` requests hold a slot; up to ``max_queue`` more wait for one; beyond that, 429.
+    """Sequences, not requests, are what the engine runs: a request with ``n`` choices weighs ``n``. At most
+    ``max_concurrency`` sequences generate at once; up to ``max_queue`` requests wait for room; beyond that, 429.
 
     After ``begin_drain`` no request is admitted (503), and ``wait_idle`` tells when the admitted and queued
     ones have all finished, which is what a SIGTERM waits for.
@@ -21,33 +22,42 @@ class AdmissionGate:
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.retry_after = retry_after
-        self.in_flight = 0
+        self.in_flight = 0  # requests holding a slot
+        self.sequences = 0  # their sequences (sum of weights)
         self.waiting = 0
         self.draining = False
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._room = asyncio.Condition()
         self._changed = asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, weight: int = 1) -> AsyncIterator[None]:
+        """Hold room for ``weight`` sequences (capped at ``max_concurrency``, so a wide request can still run)."""
+        weight = max(1, min(weight, self.max_concurrency))
         if self.draining:
             raise ShuttingDown("server is shutting down; retry on another replica")
-        if self.in_flight >= self.max_concurrency and self.waiting >= self.max_queue:
+        full = self.sequences + weight > self.max_concurrency
+        if full and self.waiting >= self.max_queue:
             raise Overloaded(
-                f"server busy: {self.in_flight} requests running and {self.waiting} waiting; retry later",
+                f"server busy: {self.sequences} sequences running and {self.waiting} requests waiting; retry later",
                 retry_after=self.retry_after,
             )
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
+        async with self._room:
+            self.waiting += 1
             self._notify()
-        self.in_flight += 1
+            try:
+                await self._room.wait_for(lambda: self.sequences + weight <= self.max_concurrency)
+            finally:
+                self.waiting -= 1
+                self._notify()
+            self.in_flight += 1
+            self.sequences += weight
         try:
             yield
         finally:
-            self.in_flight -= 1
-            self._slots.release()
+            async with self._room:
+                self.in_flight -= 1
+                self.sequences -= weight
+                self._room.notify_all()
             self._notify()
 
     def begin_drain(self) -> None:

@@ -55,6 +55,12 @@ class ServeConfig:
     """The Retry-After value sent with 429."""
     max_tokens_cap: int = 2048
     """Largest max_tokens a request may ask for (400 above it)."""
+    max_request_tokens: int = 8192
+    """Largest n x max_tokens of one request (400 above it): what one request may make the engine generate."""
+    max_logprob_entries: int = 32768
+    """Largest n x max_tokens x (top_logprobs + 1) of one request: bounds the size of a logprobs response."""
+    allow_benchmark_params: bool = False
+    """Accept ``ignore_eos`` (a benchmarking switch that makes every request run to max_tokens)."""
     max_body_bytes: int = 2 * 1024 * 1024
     """Largest request body (413 above it)."""
     kv_cache_gib: int = 1
@@ -80,6 +86,7 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         positive = ("max_concurrency", "retry_after_seconds", "max_tokens_cap", "max_body_bytes", "kv_cache_gib")
+        positive += ("max_request_tokens", "max_logprob_entries")
         for name in positive + ("tensor_parallel_size", "data_parallel_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

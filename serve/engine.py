@@ -35,6 +35,10 @@ class SamplingOptions:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    top_k: int = 0  # 0 or -1: off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias): hashable, as the dataclass is frozen
     logprobs: int | None = None  # None: none; k: the sampled token plus the k most likely
     ignore_eos: bool = False
     json_object: bool = False
@@ -238,6 +242,10 @@ class VllmEngine:
                 stop=list(options.stop) or None,
                 presence_penalty=options.presence_penalty,
                 frequency_penalty=options.frequency_penalty,
+                top_k=options.top_k,
+                min_p=options.min_p,
+                repetition_penalty=options.repetition_penalty,
+                logit_bias=dict(options.logit_bias) or None,
                 max_tokens=options.max_tokens,
                 logprobs=options.logprobs,
                 ignore_eos=options.ignore_eos,

@@ -1,31 +1,66 @@
 """OpenAI-compatible request and response models (the subset this server implements).
 
 Constraints live in the fields (``Field(ge=..., le=...)``) so FastAPI rejects bad values with a 400 envelope and
-the OpenAPI schema documents them. Unknown fields are ignored, as OpenAI clients send fields we do not use.
-``ignore_eos`` is a vLLM extension kept for benchmarks.
+the OpenAPI schema documents them. Every string a client sends must be valid UTF-8 (a lone surrogate such as
+``"\ud800"`` is a 400, not a 500 later in the tokenizer).
+
+Fields that would change what the client gets back and that this server does not implement (``tools``,
+``tool_choice``, ``functions``, ``function_call``, ``parallel_tool_calls``, ``audio``, ``modalities``,
+``prediction``, ``web_search_options``, ``best_of``) are refused with a 400 naming the field, so an agent framework
+is not handed plain text it takes for a tool call. Other unknown fields (``metadata``, ``store``,
+``service_tier``, ...) do not change the answer and are ignored, as OpenAI clients send them.
+``ignore_eos`` is a vLLM extension for benchmarks, refused unless the server allows benchmark parameters.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_serializer
 
 MAX_N = 16
 MAX_STOP = 4
+MAX_STOP_CHARS = 256
 MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 300  # OpenAI's limit on logit_bias entries
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+# Refused with a 400 naming the field (see the module docstring).
+UNSUPPORTED = (
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "audio",
+    "modalities",
+    "prediction",
+    "web_search_options",
+    "best_of",
+)
+
+
+def _utf8(value: str) -> str:
+    """Refuse strings that cannot be encoded as UTF-8 (JSON allows lone surrogates such as \\ud800)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains a lone surrogate; strings must be valid UTF-8") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS), AfterValidator(_utf8)]
 
 
 class TextContentPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextContentPart] | None = None
-    name: str | None = Field(default=None, max_length=64)
+    content: Text | list[TextContentPart] | None = None
+    name: Text | None = Field(default=None, max_length=64)
 
     def text(self) -> str:
         if self.content is None:
@@ -69,18 +104,35 @@ class StreamOptions(BaseModel):
 class SamplingRequest(BaseModel):
     """Fields shared by chat and text completions."""
 
-    model: str = Field(min_length=1, max_length=256)
+    model: Text = Field(min_length=1, max_length=256)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=MAX_N)
-    stop: str | list[str] | None = Field(default=None, max_length=MAX_STOP)
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = None
+    top_k: int = Field(default=0, ge=-1, description="vLLM extension: 0 or -1 = off.")
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0, description="vLLM extension.")
+    repetition_penalty: float = Field(default=1.0, gt=0.0, le=2.0, description="vLLM extension.")
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        default=None, max_length=MAX_LOGIT_BIAS, description="Token id (as a string) -> bias in [-100, 100]."
+    )
     seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, max_length=256)
+    user: Text | None = Field(default=None, max_length=256)
     ignore_eos: bool = False
+    # not implemented: present and not null -> 400 naming the field (GenerationService._check_common)
+    tools: Any = Field(default=None, exclude=True)
+    tool_choice: Any = Field(default=None, exclude=True)
+    functions: Any = Field(default=None, exclude=True)
+    function_call: Any = Field(default=None, exclude=True)
+    parallel_tool_calls: Any = Field(default=None, exclude=True)
+    audio: Any = Field(default=None, exclude=True)
+    modalities: Any = Field(default=None, exclude=True)
+    prediction: Any = Field(default=None, exclude=True)
+    web_search_options: Any = Field(default=None, exclude=True)
+    best_of: Any = Field(default=None, exclude=True)
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -99,11 +151,11 @@ class ChatCompletionRequest(SamplingRequest):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[int] = Field(description="Text, or token ids.")
+    prompt: Text | list[int] = Field(description="Text, or token ids.")
     max_tokens: int = Field(default=16, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
-    suffix: str | None = None
+    suffix: Text | None = None
 
 
 class Usage(BaseModel):

@@ -18,6 +18,7 @@ from serve.engine import Engine, EngineOutput, SamplingOptions
 from serve.errors import ContextLengthExceeded, EngineFailure, InvalidRequest, ModelNotFound
 from serve.metrics import ServeMetrics
 from serve.protocol import (
+    UNSUPPORTED,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -67,6 +68,7 @@ class GenerationService:
         else:
             requested, param = req.max_tokens, "max_tokens"
         max_tokens = self._max_tokens(len(prompt_ids), requested, param, prompt_param="messages")
+        self._check_budget(req, max_tokens, (req.top_logprobs or 0) if req.logprobs else None)
         json_schema, json_object = None, False
         if isinstance(req.response_format, ResponseFormatJsonSchema):
             json_schema = req.response_format.json_schema.json_schema or {"type": "object"}
@@ -114,11 +116,21 @@ class GenerationService:
         if not prompt_ids:
             raise InvalidRequest("prompt is empty", param="prompt")
         max_tokens = self._max_tokens(len(prompt_ids), req.max_tokens, "max_tokens", prompt_param="prompt")
+        self._check_budget(req, max_tokens, req.logprobs)
         return prompt_ids, self._options(req, max_tokens, logprobs=req.logprobs, add_special_tokens=True)
 
     # -- shared -------------------------------------------------------------------------------------------------
 
     def _check_common(self, req: SamplingRequest) -> None:
+        for name in UNSUPPORTED:
+            if getattr(req, name) is not None:
+                raise InvalidRequest(
+                    f"{name} is not supported by this server", param=name, code="unsupported_parameter"
+                )
+        if req.ignore_eos and not self.config.allow_benchmark_params:
+            raise InvalidRequest(
+                "ignore_eos is a benchmarking parameter; this server does not allow it", param="ignore_eos"
+            )
         if req.model != self.config.model_name:
             raise ModelNotFound(
                 f"model {req.model!r} does not exist; this server serves {self.config.model_name!r}", param="model"
@@ -127,6 +139,27 @@ class GenerationService:
             raise InvalidRequest("stream_options is only allowed with stream=true", param="stream_options")
         if req.n > 1 and req.temperature == 0:
             raise InvalidRequest("n > 1 needs temperature > 0 (greedy choices would all be equal)", param="n")
+
+    def _check_budget(self, req: SamplingRequest, max_tokens: int, logprobs: int | None) -> None:
+        """What one request may ask of the engine: n x max_tokens sequences' tokens, and logprob entries."""
+        total, cap = req.n * max_tokens, self.config.max_request_tokens
+        if total > cap:
+            raise InvalidRequest(
+                f"n ({req.n}) x max_tokens ({max_tokens}) = {total} tokens; this server allows at most {cap} per "
+                "request (lower n or max_tokens)",
+                param="n" if req.n > 1 else "max_tokens",
+            )
+        if logprobs is not None:
+            entries, cap = total * (logprobs + 1), self.config.max_logprob_entries
+            if entries > cap:
+                raise InvalidRequest(
+                    f"n x max_tokens x (top logprobs + 1) = {entries} logprob entries; this server allows at most "
+                    f"{cap} per request",
+                    param="top_logprobs" if isinstance(req, ChatCompletionRequest) else "logprobs",
+                )
+        for key in req.logit_bias or {}:
+            if not key.lstrip("-").isdigit() or not 0 <= int(key) < self.engine.vocab_size:
+                raise InvalidRequest(f"logit_bias key {key!r} is not a token id of this model", param="logit_bias")
 
     def _max_tokens(self, prompt_len: int, requested: int | None, param: str, prompt_param: str) -> int:
         limit, cap = self.engine.max_model_len, self.config.max_tokens_cap
@@ -154,13 +187,17 @@ class GenerationService:
             seed=req.seed,
             presence_penalty=req.presence_penalty,
             frequency_penalty=req.frequency_penalty,
+            top_k=req.top_k,
+            min_p=req.min_p,
+            repetition_penalty=req.repetition_penalty,
+            logit_bias=tuple((int(k), v) for k, v in (req.logit_bias or {}).items()),
             ignore_eos=req.ignore_eos,
             **kwargs,
         )
 
     async def _run(self, prompt_ids: list[int], options: SamplingOptions, request_id: str):
         """Hold a slot for the whole generation; closing this iterator early aborts the engine request."""
-        async with self.gate.slot():
+        async with self.gate.slot(options.n):
             timer = self.metrics.generation(len(prompt_ids))
             engine_request_id = f"{request_id}-{uuid.uuid4().hex[:8]}"  # client ids may repeat; engine ids must not
             finish_reasons: list[str] = []

@@ -26,7 +26,8 @@ def anyio_backend():
 
 
 def make_config(**changes) -> ServeConfig:
-    base = dict(served_model_name=MODEL, api_keys=(KEY, OTHER_KEY), max_tokens_cap=32, max_body_bytes=4096)
+    base = dict(served_model_name=MODEL, api_keys=(KEY, OTHER_KEY), max_tokens_cap=32, max_body_bytes=4096,
+                max_request_tokens=64, max_logprob_entries=256)  # fmt: skip
     return ServeConfig(**{**base, **changes})
 
 
@@ -144,6 +145,47 @@ BAD_INPUTS = [
         "payload_too_large",
     ),
     ("unknown route", "/v1/nope", chat_body(), 404, None, "not_found"),
+    ("a stop string too long", CHAT, chat_body(stop="x" * 300), 400, "stop", None),
+    (
+        "lone surrogate in a message",
+        CHAT,
+        b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+        400,
+        "messages[0].content",
+        None,
+    ),
+    (
+        "lone surrogate in a prompt",
+        "/v1/completions",
+        b'{"model": "fake-model", "prompt": "\\udfff"}',
+        400,
+        "prompt",
+        None,
+    ),
+    (
+        "tools are refused, not dropped",
+        CHAT,
+        chat_body(tools=[{"type": "function", "function": {"name": "f"}}]),
+        400,
+        "tools",
+        "unsupported_parameter",
+    ),
+    ("tool_choice", CHAT, chat_body(tool_choice="auto"), 400, "tool_choice", "unsupported_parameter"),
+    ("functions", CHAT, chat_body(functions=[{"name": "f"}]), 400, "functions", "unsupported_parameter"),
+    ("best_of", "/v1/completions", {"model": MODEL, "prompt": "a", "best_of": 2}, 400, "best_of", None),
+    ("ignore_eos needs the server's consent", CHAT, chat_body(ignore_eos=True), 400, "ignore_eos", None),
+    ("n x max_tokens over the budget", CHAT, chat_body(n=3, max_tokens=30, temperature=1), 400, "n", None),
+    (
+        "logprob entries over the budget",
+        CHAT,
+        chat_body(max_tokens=30, logprobs=True, top_logprobs=20),
+        400,
+        "top_logprobs",
+        None,
+    ),
+    ("logit_bias key not a token", CHAT, chat_body(logit_bias={"5000": 1}), 400, "logit_bias", None),
+    ("logit_bias value out of range", CHAT, chat_body(logit_bias={"5": 101}), 400, "logit_bias.5", None),
+    ("top_k below -1", CHAT, chat_body(top_k=-2), 400, "top_k", None),
     ("wrong method", "/v1/models", chat_body(), 405, None, "method_not_allowed"),
 ]
 
@@ -382,3 +424,35 @@ async def test_engine_start_freezes_the_startup_heap(tmp_path, monkeypatch):
             assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.anyio
+async def test_openai_parameters_reach_the_engine():
+    """stop as one string (as the SDK allows), vLLM's sampling extensions, logit_bias; ignore_eos where allowed."""
+    async with serving(allow_benchmark_params=True) as (_, client, engine):
+        body = chat_body(stop="<|im_end|>", top_k=5, min_p=0.1, repetition_penalty=1.2, logit_bias={"7": -100})
+        r = await client.post(CHAT, json={**body, "ignore_eos": True, "metadata": {"a": "b"}, "store": False})
+        assert r.status_code == 200, r.text
+        o = engine.options[-1]
+        assert o.stop == ("<|im_end|>",) and (o.top_k, o.min_p, o.repetition_penalty) == (5, 0.1, 1.2)
+        assert o.logit_bias == ((7, -100.0),) and o.ignore_eos is True
+        r = await client.post(CHAT, json=chat_body(stop=["a", "b"], tool_choice=None, tools=None))
+        assert r.status_code == 200 and engine.options[-1].stop == ("a", "b")  # explicit nulls are no request
+
+
+@pytest.mark.anyio
+async def test_admission_counts_sequences_not_requests():
+    engine = FakeEngine(hold=True)
+    async with serving(engine, max_concurrency=4, max_queue=1) as (app, client, _):
+        wide = asyncio.create_task(client.post(CHAT, json=chat_body(n=3, temperature=1.0)))
+        await asyncio.wait_for(engine.started.wait(), 5)
+        gate = app.state.serve.gate
+        assert (gate.in_flight, gate.sequences) == (1, 3)
+        queued = asyncio.create_task(client.post(CHAT, json=chat_body(n=2, temperature=1.0)))  # 3 + 2 > 4: waits
+        while gate.waiting < 1:
+            await asyncio.sleep(0.001)
+        assert gate.in_flight == 1
+        assert_envelope(await client.post(CHAT, json=chat_body(n=2, temperature=1.0)), 429, code="server_overloaded")
+        engine.release.set()
+        assert (await wide).status_code == 200 and (await queued).status_code == 200
+        assert (gate.in_flight, gate.sequences, gate.waiting) == (0, 0, 0)

@@ -54,6 +54,7 @@ def server(tmp_path_factory) -> RunningServer:
     resolve_model(TINY_NAME)  # build the tiny model before the clock starts
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
     argv = [sys.executable, "-m", "serve", "--model", TINY_NAME, "--port", str(port), "--max-model-len", "512"]
+    argv += ["--allow-benchmark-params"]  # the tests use ignore_eos to force long answers
     argv += ["--kv-cache-gib", "1", "--enforce-eager", "--api-key", KEY, "--max-tokens-cap", str(MAX_TOKENS_CAP)]
     argv += ["--max-concurrency", "4", "--max-queue", "4", "--grace-seconds", "60"]
     try:
