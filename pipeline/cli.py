@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Any, NoReturn
 import yaml
 
 from pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, PipelineConfig, load_config, parse_set
-from pipeline.runner import StageFailed, StagePlan, StageRunner
+from pipeline.runner import StageFailed, StagePlan, StageRunner, claim_run_dir
 from pipeline.serving import ServeFailed, Server, start_server, write_json
 from pipeline.stages import (
     EVAL_BASE,
@@ -110,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_pipeline(cfg: PipelineConfig, facts: dict[str, Any], config_path: Any, rerun: set[str], echo: bool) -> int:
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        claim_run_dir(run_dir)
+    except StageFailed as exc:
+        print(f"orpo-pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # SIGTERM (a supervisor, a CI timeout) takes the Ctrl-C path: the running stage and the server are stopped.
+    signal.signal(signal.SIGTERM, _terminated)
     (run_dir / "pipeline_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     print(f"orpo-pipeline: {config_path} -> {run_dir}/ (base model {facts['model_dir']})", flush=True)
     runner = StageRunner(run_dir / "state", run_dir / "logs", total=len(stages(cfg)), echo=echo)
@@ -174,6 +181,10 @@ def run_pipeline(cfg: PipelineConfig, facts: dict[str, Any], config_path: Any, r
         )
         return EXIT_FAILED
     return 0
+
+
+def _terminated(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def serve(cfg: PipelineConfig, plan: StagePlan, which: str, model_dir: Path, reason: str, log: Path) -> Server:

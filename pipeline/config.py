@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -134,8 +135,8 @@ class PipelineConfig:
     loadtest: LoadtestBudget = field(default_factory=LoadtestBudget)
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"name must be a plain folder name, got {self.name!r}")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.name or "") or self.name in (".", ".."):
+            raise ConfigError(f"name must be a plain folder name ([A-Za-z0-9._-]+, not . or ..), got {self.name!r}")
         if self.pairs.source not in PAIR_SOURCES:
             raise ConfigError(f"pairs.source must be one of {', '.join(PAIR_SOURCES)}, got {self.pairs.source!r}")
         if self.pairs.source == "onpolicy" and self.dataset is not None:

@@ -78,6 +78,25 @@ class StageResult:
     exit_code: int | None = None
 
 
+# The file that marks a folder as an orpo-pipeline run folder: the runner deletes stage outputs only inside one.
+RUN_MARKER = ".orpo-pipeline-run"
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Make ``run_dir`` a run folder, or refuse one that holds other files (a name such as '..' or a typo that points
+    at a project folder must never let the runner delete what is there)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = run_dir / RUN_MARKER
+    if marker.is_file():
+        return
+    if any(run_dir.iterdir()):
+        raise StageFailed(
+            f"{run_dir.resolve()} already holds files and is not an orpo-pipeline run folder (no {RUN_MARKER}); "
+            "choose another name or runs_dir"
+        )
+    marker.write_text("orpo-pipeline run folder: stage outputs in here may be deleted and rebuilt\n")
+
+
 def fingerprint(manifest_path: Path) -> str:
     """sha256 of an output's manifest file, or a marker that it is missing (so a key can still be computed)."""
     return sha256_file(manifest_path) if manifest_path.is_file() else f"missing:{manifest_path}"
@@ -156,7 +175,7 @@ class StageRunner:
             raise StageFailed(f"stage {plan.name} failed (exit {code}): {_last_line(log)}; full log: {log}")
         if plan.staging is not None:
             if plan.output.exists():
-                shutil.rmtree(plan.output)
+                remove_output(plan.output)
             os.replace(plan.staging, plan.output)
         if not plan.manifest_path.is_file():
             self._say(f" -> FAILED after {wall:.0f} s")
@@ -188,7 +207,7 @@ class StageRunner:
             return list(plan.resume_args)
         for path in (plan.output, plan.staging):
             if path is not None and path.exists():
-                shutil.rmtree(path)
+                remove_output(path)
         return []
 
     def _run_command(self, argv: list[str], env: dict[str, str], log: Path) -> int:
@@ -197,18 +216,39 @@ class StageRunner:
             f.flush()
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **env})
             assert proc.stdout is not None
-            for line in proc.stdout:  # streamed, so a long stage's log can be followed with tail -f
-                f.write(line)
-                f.flush()
-                if self.echo:
-                    self.out.write(line.decode(errors="replace"))
-            return proc.wait()
+            try:
+                for line in proc.stdout:  # streamed, so a long stage's log can be followed with tail -f
+                    f.write(line)
+                    f.flush()
+                    if self.echo:
+                        self.out.write(line.decode(errors="replace"))
+                return proc.wait()
+            except BaseException:  # SIGTERM/Ctrl-C of the pipeline: the stage goes too (it resumes on the next run)
+                stop_process(proc)
+                raise
 
     def _say(self, text: str, end: str = "\n") -> None:
         if self.echo and end == "":
             end = "\n"
         self.out.write(text + end)
         self.out.flush()
+
+
+def remove_output(path: Path) -> None:
+    """Delete a stage output, only inside a run folder this runner claimed (``claim_run_dir``)."""
+    if not (path.parent / RUN_MARKER).is_file():
+        raise StageFailed(f"refusing to delete {path}: its folder is not an orpo-pipeline run folder")
+    shutil.rmtree(path)
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def weights_mismatch(folder: Path, manifest_path: Path) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runner import StageFailed, StagePlan, StageRunner, fingerprint
+from pipeline.runner import RUN_MARKER, StageFailed, StagePlan, StageRunner, claim_run_dir, fingerprint
 
 # A fake stage: writes OUT/manifest.json with a fresh nonce (like a real stage's created_at), or fails.
 WRITE = (
@@ -19,6 +19,11 @@ WRITE = (
     "__import__('hashlib').sha256(b'weights').hexdigest()}}, open(os.path.join(out, 'manifest.json'), 'w'))"
 )
 FAIL = "import sys; print('fake: error: the input is bad', file=sys.stderr); sys.exit(3)"
+
+
+@pytest.fixture(autouse=True)
+def run_folder(tmp_path):
+    claim_run_dir(tmp_path)  # as orpo-pipeline does before its first stage
 
 
 def fake_plan(root: Path, name: str, inputs: dict[str, str] | None = None, **settings) -> StagePlan:
@@ -158,3 +163,66 @@ def test_resume_args_only_for_an_interrupted_attempt_with_the_same_key(tmp_path)
     runner.write_state("t", {"key": "other", "status": "running"})
     assert runner._prepare_output(plan) == []
     assert not (tmp_path / "t").exists()
+
+
+def test_only_a_claimed_run_folder_is_ever_cleared(tmp_path):
+    """A run name such as '..' pointed the runner at the project itself; now a folder holding files that are not
+    a run folder is refused before any stage, and nothing outside a claimed folder is deleted."""
+    project = tmp_path / "project"
+    (project / "train").mkdir(parents=True)
+    (project / "train" / "cli.py").write_text("source")
+    with pytest.raises(StageFailed, match="not an orpo-pipeline run folder"):
+        claim_run_dir(project)
+    runner = StageRunner(project / "state", project / "logs", total=1, out=io.StringIO())
+    with pytest.raises(StageFailed, match="refusing to delete"):
+        runner.run(fake_plan(project, "train"))
+    assert (project / "train" / "cli.py").read_text() == "source"
+    fresh = tmp_path / "fresh"
+    claim_run_dir(fresh)
+    claim_run_dir(fresh)  # a claimed folder stays claimed
+    assert (fresh / RUN_MARKER).is_file()
+
+
+def test_pipeline_names_must_be_plain():
+    from pipeline.config import CPU_CONFIG, ConfigError, load_config, parse_set
+
+    for name in ("..", ".", "a/b", "x y", "../../src"):
+        with pytest.raises(ConfigError, match="plain folder name"):
+            load_config(CPU_CONFIG, overrides=parse_set([f"name={name}"]))
+
+
+def test_sigterm_stops_the_running_stage_too(tmp_path):
+    """orpo-pipeline's SIGTERM handler raises KeyboardInterrupt; the runner then stops the stage's process."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    script = f"""
+import io, signal, sys
+from pathlib import Path
+from pipeline.cli import _terminated
+from pipeline.runner import StagePlan, StageRunner, claim_run_dir
+root = Path({str(tmp_path / "run")!r}); claim_run_dir(root)
+signal.signal(signal.SIGTERM, _terminated)
+plan = StagePlan(name="s", output=root / "s", manifest="m.json", settings={{}}, inputs={{}},
+                 command=[sys.executable, "-c", {child!r}])
+try:
+    StageRunner(root / "state", root / "logs", total=1, out=io.StringIO()).run(plan)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 130
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # reaped by the runner's wait: gone
+            os.kill(child_pid, 0)
+            time.sleep(0.1)
