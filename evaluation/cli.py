@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,11 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="HF model folder, 'smollm2-135m-instruct' (bundled) or 'tiny-smollm2'")
     src.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--api-key")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("OPENAI_API_KEY"),
+        help="the endpoint's key; default $OPENAI_API_KEY (prefer it: a command line is visible to others in ps)",
+    )
     p.add_argument("--served-model", help="model id at the endpoint (default: the first it lists)")
     p.add_argument("--dataset", help="pairs (JSONL/Parquet/folder), or 'dev' / 'test'; default: our test split")
     p.add_argument("--benchmark", choices=BENCHMARKS, default="ours", help="ours: our test split; ifeval: IFEval")

@@ -22,6 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from core.manifest import read_manifest
 from serve.admission import AdmissionGate
+from serve.auth import AuthMiddleware
 from serve.config import ServeConfig
 from serve.engine import Engine, EngineStats
 from serve.errors import install_error_handlers
@@ -94,6 +95,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (generation, models, health, metrics, docs):
         app.include_router(module.router)
+    app.add_middleware(AuthMiddleware, config=config)  # inside CORS (preflights first), before any body is read
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,

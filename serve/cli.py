@@ -20,7 +20,7 @@ import uvicorn
 
 from core.cli import ArgumentParser, UsageError
 from core.models import ModelError, resolve_model
-from serve.config import ConfigError, ServeConfig, check_servable_model_dir
+from serve.config import LOOPBACK, ConfigError, ServeConfig, check_servable_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--served-model-name", help="the model id clients send (default: the model's name)")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
-    p.add_argument("--api-key", dest="api_keys", action="append", help="accepted Bearer key; repeat for several")
+    p.add_argument(
+        "--api-key", dest="api_keys", action="append",
+        help="accepted Bearer key; repeatable. Visible in `ps`: prefer ORPO_SERVE_API_KEYS or --api-key-file",
+    )  # fmt: skip
+    p.add_argument("--api-key-file", help="file of accepted keys, one per line (the recommended way)")
+    p.add_argument("--metrics-key", dest="metrics_keys", action="append", help="a key that opens /metrics only")
+    p.add_argument(
+        "--allow-unauthenticated", action="store_true", help="allow a non-loopback --host without any API key"
+    )
     p.add_argument("--max-model-len", type=int, help="context length in tokens (default: the model's)")
     p.add_argument("--max-concurrency", type=int, help="requests generating at once (default 64)")
     p.add_argument("--max-queue", type=int, help="requests waiting for a slot before 429 (default 256)")
@@ -55,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str] | None) -> ServeConfig:
     flags = vars(build_parser().parse_args(argv))
-    for name in ("api_keys", "cors_origins"):
+    for name in ("api_keys", "cors_origins", "metrics_keys"):
         if name in flags:
             flags[name] = tuple(flags[name])
     return ServeConfig.from_env(**flags)
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from serve.logs import configure_logging
 
     configure_logging(config.log_level)
-    if not config.api_keys and config.host not in ("127.0.0.1", "localhost", "::1"):
+    if not config.api_keys and config.host not in LOOPBACK:
         logger.warning("no API key set while listening on %s: anyone who can reach it can use it", config.host)
     app = create_app(config)
     server = DrainingServer(

@@ -23,6 +23,8 @@ from typing import Any
 from core.models import BUNDLED_NAME, TINY_NAME
 
 ENV_PREFIX = "ORPO_SERVE_"
+MIN_KEY_CHARS = 32  # a key is a secret, not a password: `openssl rand -hex 16` gives 32 characters
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class ConfigError(ValueError):
@@ -40,9 +42,17 @@ class ServeConfig:
     port: int = 8000
     """TCP port to bind."""
     api_keys: tuple[str, ...] = ()
-    """Accepted Bearer keys; empty disables auth (only sensible on loopback)."""
+    """Accepted Bearer keys (at least 32 characters each); empty disables auth, allowed on loopback only unless
+    allow_unauthenticated. Pass them as ORPO_SERVE_API_KEYS or in api_key_file: a --api-key on a command line is
+    visible to every local user in `ps`."""
+    api_key_file: str | None = None
+    """A file of accepted keys, one per line (blank lines and # comments skipped), added to api_keys."""
+    metrics_keys: tuple[str, ...] = ()
+    """Keys that open /metrics and nothing else (a Prometheus scraper's); setting one requires a key on /metrics."""
     metrics_auth: bool = False
     """Require an API key on /metrics too (/health and /ready never need one)."""
+    allow_unauthenticated: bool = False
+    """Allow binding a non-loopback host with no API key (refused otherwise)."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed by CORS; empty means CORS is off."""
     max_model_len: int | None = None
@@ -98,9 +108,21 @@ class ServeConfig:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.grace_seconds < 0:
             raise ConfigError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
-        for key in self.api_keys:
+        if self.api_key_file:
+            self.api_keys = tuple(self.api_keys) + read_key_file(self.api_key_file)
+        for key in self.api_keys + self.metrics_keys:
             if not key or any(c.isspace() for c in key):
                 raise ConfigError("API keys must be non-empty and contain no whitespace")
+            if len(key) < MIN_KEY_CHARS or key.lower().startswith("replace-me"):
+                raise ConfigError(
+                    f"an API key must be at least {MIN_KEY_CHARS} random characters and not a placeholder "
+                    "(e.g. `openssl rand -hex 16`)"
+                )
+        if not self.api_keys and self.host not in LOOPBACK and not self.allow_unauthenticated:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without an API key: set ORPO_SERVE_API_KEYS or api_key_file "
+                "(or allow_unauthenticated, if something in front of this server authenticates)"
+            )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 
@@ -130,6 +152,17 @@ class ServeConfig:
             values[f.name] = _parse(f.name, f.type, raw)
         values.update(overrides)
         return cls(**values)
+
+
+def read_key_file(path: str) -> tuple[str, ...]:
+    try:
+        lines = Path(path).expanduser().read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"api_key_file {path}: {exc.strerror or exc}") from None
+    keys = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if not keys:
+        raise ConfigError(f"api_key_file {path} holds no key")
+    return keys
 
 
 def _parse(name: str, type_: Any, raw: str) -> Any:

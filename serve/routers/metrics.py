@@ -14,6 +14,5 @@ router = APIRouter(tags=["metrics"])
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request, credentials: BearerCredentials) -> Response:
     state = request.app.state.serve
-    if state.config.metrics_auth:
-        check_api_key(request, credentials)
+    check_api_key(request, credentials)  # open unless metrics_auth or a metrics key (serve.auth.keys_for)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

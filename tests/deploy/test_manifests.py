@@ -20,7 +20,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from serve.app import create_app
-from serve.config import ENV_PREFIX, ServeConfig
+from serve.config import ENV_PREFIX, ConfigError, ServeConfig
 from serve.metrics import ServeMetrics
 from tests.serve.serve_fakes import FakeEngine
 
@@ -63,7 +63,7 @@ def metric_series_names() -> set[str]:
 
 def test_kustomization_lists_every_manifest(docs):
     listed = set(docs["Kustomization"]["resources"])
-    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -129,8 +129,22 @@ def test_servicemonitor_scrapes_the_service(docs):
         auth = endpoint["authorization"]
         assert auth["type"] == "Bearer"
         assert auth["credentials"]["name"] == secret["metadata"]["name"]
-        metrics_key = secret["stringData"][auth["credentials"]["key"]]
-        assert metrics_key in secret["stringData"]["api-keys"].split(","), "the metrics key must be an accepted key"
+        assert auth["credentials"]["key"] in secret["stringData"]
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    metrics_ref = env["ORPO_SERVE_METRICS_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert (metrics_ref["name"], metrics_ref["key"]) == (secret["metadata"]["name"], auth["credentials"]["key"])
+
+
+def test_the_kustomization_ships_no_secret_and_the_example_keys_are_refused():
+    """A placeholder Secret in the kustomization would overwrite the real one on every apply."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    kinds = [doc["kind"] for r in kustomization["resources"] for doc in yaml.safe_load_all((K8S / r).read_text())]
+    assert "Secret" not in kinds and "secret.example.yaml" not in kustomization["resources"]
+    example = yaml.safe_load((K8S / "secret.example.yaml").read_text())["stringData"]
+    for value in example.values():
+        with pytest.raises(ConfigError, match="placeholder"):
+            ServeConfig(api_keys=tuple(value.split(",")))
 
 
 def test_hpa_scales_the_deployment_on_served_metrics(docs):

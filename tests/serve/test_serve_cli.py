@@ -8,19 +8,38 @@ from serve.cli import main, parse_config
 from serve.config import ConfigError, ServeConfig, check_servable_model_dir
 from serve.engine import apply_cpu_env_defaults
 
+A, B, C = ("a" * 32, "b" * 32, "c" * 32)
+
 
 def test_defaults_then_env_then_flags(monkeypatch):
     monkeypatch.setenv("ORPO_SERVE_PORT", "9001")
     monkeypatch.setenv("ORPO_SERVE_MAX_QUEUE", "7")
-    monkeypatch.setenv("ORPO_SERVE_API_KEYS", "a, b")
+    monkeypatch.setenv("ORPO_SERVE_API_KEYS", f"{A}, {B}")
     monkeypatch.setenv("ORPO_SERVE_METRICS_AUTH", "true")
-    config = parse_config(["--port", "9002", "--api-key", "c"])
+    config = parse_config(["--port", "9002", "--api-key", C])
     assert config.port == 9002  # flag beats env
     assert config.max_queue == 7  # env beats default
-    assert config.api_keys == ("c",)
+    assert config.api_keys == (C,)
     assert config.metrics_auth is True
     assert config.host == "127.0.0.1" and config.max_concurrency == 64 and config.trust_remote_code is False
-    assert ServeConfig.from_env({"ORPO_SERVE_API_KEYS": "a, b"}).api_keys == ("a", "b")
+    assert ServeConfig.from_env({"ORPO_SERVE_API_KEYS": f"{A}, {B}"}).api_keys == (A, B)
+
+
+def test_keys_from_a_file_and_the_rules_for_keys(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text(f"# clients\n{A}\n\n{B}\n")
+    assert parse_config(["--api-key-file", str(path)]).api_keys == (A, B)
+    with pytest.raises(ConfigError, match="at least 32"):
+        ServeConfig(api_keys=("short",))
+    with pytest.raises(ConfigError, match="placeholder"):
+        ServeConfig(api_keys=("replace-me-client-key-0000000000000000",))
+    with pytest.raises(ConfigError, match="without an API key"):
+        ServeConfig(host="0.0.0.0")
+    assert ServeConfig(host="0.0.0.0", allow_unauthenticated=True).api_keys == ()
+    assert ServeConfig(host="0.0.0.0", api_keys=(A,)).host == "0.0.0.0"
+    with pytest.raises(ConfigError, match="holds no key"):
+        (tmp_path / "empty").write_text("# none\n")
+        ServeConfig(api_key_file=str(tmp_path / "empty"))
 
 
 def test_model_name_defaults():

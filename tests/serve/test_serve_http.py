@@ -14,7 +14,7 @@ from core.manifest import make_manifest, write_manifest
 from serve.app import create_app, drain
 from serve.config import ServeConfig
 
-KEY, OTHER_KEY = "test-key-1", "test-key-2"
+KEY, OTHER_KEY = "test-key-1-" + "a" * 24, "test-key-2-" + "b" * 24  # keys are >= 32 characters
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MODEL = "fake-model"
 CHAT = "/v1/chat/completions"
@@ -78,6 +78,53 @@ async def test_health_ready_version_and_models_with_provenance(tmp_path):
         assert card["provenance"]["stage"] == "merge"
         assert (await client.get(f"/v1/models/{MODEL}")).json()["id"] == MODEL
         assert_envelope(await client.get("/v1/models/other"), 404, code="model_not_found")
+
+
+@pytest.mark.anyio
+async def test_every_route_of_the_app_needs_a_key_but_the_probes():
+    """The route list comes from the app itself, so a new route cannot be left open by forgetting it here."""
+    async with serving() as (app, client, _):
+        routes = [(m, r.path) for r in app.routes for m in sorted(getattr(r, "methods", None) or ()) if m != "HEAD"]
+        assert ("POST", CHAT) in routes and ("GET", "/v1/models") in routes
+        for method, path in routes:
+            r = await client.request(method, path, headers={"Authorization": ""})
+            if path in ("/health", "/ready", "/metrics"):
+                assert r.status_code != 401, path
+            else:
+                assert_envelope(r, 401, code="missing_api_key")
+
+
+@pytest.mark.anyio
+async def test_the_key_is_checked_before_the_body_is_read():
+    """An unauthenticated client announcing a large body and sending nothing gets its 401 at once."""
+    async with serving() as (app, _, _):
+        received = []
+
+        async def receive():  # a client that stalls after its headers
+            received.append(1)
+            await asyncio.sleep(3600)
+
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": CHAT, "headers": [(b"content-length", b"4000")],
+                 "query_string": b"", "http_version": "1.1", "scheme": "http", "server": ("t", 80),
+                 "client": ("c", 1), "root_path": "", "raw_path": CHAT.encode()}  # fmt: skip
+        await asyncio.wait_for(app(scope, receive, send), 2)
+        assert sent[0]["status"] == 401 and received == []
+
+
+@pytest.mark.anyio
+async def test_a_metrics_key_opens_metrics_only():
+    metrics_key = "m" * 40
+    async with serving(metrics_keys=(metrics_key,)) as (_, client, _):
+        only_metrics = {"Authorization": f"Bearer {metrics_key}"}
+        assert (await client.get("/metrics", headers=only_metrics)).status_code == 200
+        assert_envelope(await client.get("/metrics", headers={"Authorization": ""}), 401)
+        assert_envelope(await client.get("/v1/models", headers=only_metrics), 401, code="invalid_api_key")
+        assert (await client.get("/metrics")).status_code == 200  # a full key opens it too
 
 
 @pytest.mark.anyio

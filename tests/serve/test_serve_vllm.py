@@ -27,7 +27,7 @@ from loadtest.servers import RunningServer, ServerError, free_port, start_server
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-KEY = "integration-key"
+KEY = "integration-key-" + "0" * 24
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_TOKENS_CAP = 400
 START_DEADLINE_S = 240
