@@ -47,7 +47,8 @@ class ServeState:
     fatal: BaseException | None = None
     started_at: float = field(default_factory=time.time)
     on_fatal: Callable[[], None] | None = None
-    """Set by the CLI: stop the server when the engine cannot start."""
+    """Set by the CLI: stop the server (exit 1) when the engine cannot start or dies."""
+    watchdog: asyncio.Task | None = None
 
     def attach(self, engine: Engine, model_dir: Path | None) -> None:
         self.engine = engine
@@ -71,13 +72,15 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         starter = None
         if engine is not None:
             state.attach(engine, Path(config.model) if config.model else None)
+            state.watchdog = asyncio.create_task(watch_engine(state))
         else:
             starter = asyncio.create_task(_start_vllm(state))
         try:
             yield
         finally:
-            if starter is not None and not starter.done():
-                starter.cancel()
+            for task in (starter, state.watchdog):
+                if task is not None and not task.done():
+                    task.cancel()
             if state.engine is not None and engine is None:
                 await state.engine.shutdown()
                 logger.info("engine stopped")
@@ -104,7 +107,12 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
             expose_headers=["X-Request-Id", "Retry-After"],
         )
-    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=state.metrics,
+        max_body_bytes=config.max_body_bytes,
+        body_timeout=config.body_timeout_seconds,
+    )
     return app
 
 
@@ -125,6 +133,7 @@ async def _start_vllm(state: ServeState) -> None:
             state.on_fatal()
         return
     state.attach(engine, model_dir)
+    state.watchdog = asyncio.create_task(watch_engine(state))
     freeze_startup_heap()
     logger.info(
         "engine ready",
@@ -134,6 +143,30 @@ async def _start_vllm(state: ServeState) -> None:
             "startup_s": round(time.perf_counter() - started, 1),
         },
     )
+
+
+# Time the in-flight requests get to receive their error event before a dead engine's process stops.
+DEATH_GRACE_SECONDS = 2.0
+
+
+async def watch_engine(state: ServeState) -> None:
+    """Poll the engine; once it is dead, /ready and new requests answer 503 (``EngineDead``), in-flight ones end
+    with an error event (vLLM raises in their streams), and after a short grace the process stops with exit 1
+    so its supervisor (Kubernetes, systemd, the pipeline) restarts it, instead of a live process that fails
+    every request."""
+    from serve.errors import EngineFailure
+
+    while True:
+        await asyncio.sleep(state.config.engine_check_seconds)
+        try:
+            await state.engine.check_health()
+        except EngineFailure as exc:
+            state.fatal = exc
+            logger.error("engine died (%s): answering 503 and stopping with exit 1", exc)
+            await asyncio.sleep(DEATH_GRACE_SECONDS)
+            if state.on_fatal is not None:
+                state.on_fatal()
+            return
 
 
 def freeze_startup_heap() -> None:

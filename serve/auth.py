@@ -14,9 +14,10 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve.config import ServeConfig
-from serve.errors import Unauthorized, error_response
+from serve.errors import Overloaded, Unauthorized, error_response
 
 PUBLIC_PATHS = ("/health", "/ready")
+GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 def key_matches(given: str, keys: tuple[str, ...]) -> bool:
@@ -52,18 +53,44 @@ def check_key(config: ServeConfig, path: str, authorization: str | None) -> None
 
 
 class AuthMiddleware:
-    """Answers 401 from the request line and headers alone; the body of a refused request is never read."""
+    """Answers 401 from the request line and headers alone; the body of a refused request is never read.
+
+    With ``max_requests_per_key``, a key with that many generation requests in flight (streams included, until
+    their last byte) gets 429: one client cannot take every slot of the shared queue.
+    """
 
     def __init__(self, app: ASGIApp, config: ServeConfig) -> None:
         self.app = app
         self.config = config
+        self.in_flight: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") != "OPTIONS":  # CORS preflights carry no key
-            header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), None)
-            try:
-                check_key(self.config, scope.get("path", ""), header)
-            except Unauthorized as exc:
-                await error_response(exc)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS":  # CORS preflights carry no key
+            await self.app(scope, receive, send)
+            return
+        header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+        path = scope.get("path", "")
+        try:
+            check_key(self.config, path, header)
+        except Unauthorized as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        cap = self.config.max_requests_per_key
+        if cap is None or path not in GENERATION_PATHS or not header:
+            await self.app(scope, receive, send)
+            return
+        key = header.partition(" ")[2].strip()
+        if self.in_flight.get(key, 0) >= cap:
+            err = Overloaded(
+                f"this API key has {cap} requests in flight, its limit; retry later",
+                retry_after=self.config.retry_after_seconds,
+            )
+            await error_response(err)(scope, receive, send)
+            return
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight[key] -= 1
+            if not self.in_flight[key]:
+                del self.in_flight[key]

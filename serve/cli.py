@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             app,
             host=config.host,
             port=config.port,
+            limit_concurrency=config.max_connections,  # 503 for connections beyond it
+            timeout_keep_alive=5,
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=5,

@@ -71,6 +71,21 @@ class ServeConfig:
     """Largest n x max_tokens x (top_logprobs + 1) of one request: bounds the size of a logprobs response."""
     allow_benchmark_params: bool = False
     """Accept ``ignore_eos`` (a benchmarking switch that makes every request run to max_tokens)."""
+    max_prompt_chars: int | None = None
+    """Largest prompt in characters, refused before tokenising; None = 32 x the context length in tokens."""
+    tokenizer_threads: int = 2
+    """Threads that tokenise prompts, off the event loop."""
+    body_timeout_seconds: float = 10.0
+    """A request body must arrive within this many seconds of the first byte read (408 otherwise): a client that
+    announces a large body and stalls does not hold a connection and its buffer."""
+    max_connections: int = 1024
+    """Open connections beyond which new ones get 503 at once (uvicorn's limit_concurrency)."""
+    max_requests_per_key: int | None = None
+    """Generation requests one API key may have in flight (429 beyond); None = no per-key cap."""
+    stream_write_timeout_seconds: float = 30.0
+    """A streaming client that reads nothing for this long is dropped and its generation aborted."""
+    engine_check_seconds: float = 1.0
+    """How often the engine's health is polled; a dead engine turns /ready 503 and stops the process (exit 1)."""
     max_body_bytes: int = 2 * 1024 * 1024
     """Largest request body (413 above it)."""
     kv_cache_gib: int = 1
@@ -96,7 +111,12 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         positive = ("max_concurrency", "retry_after_seconds", "max_tokens_cap", "max_body_bytes", "kv_cache_gib")
-        positive += ("max_request_tokens", "max_logprob_entries")
+        positive += ("max_request_tokens", "max_logprob_entries", "tokenizer_threads", "max_connections")
+        for name in ("body_timeout_seconds", "stream_write_timeout_seconds", "engine_check_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_requests_per_key is not None and self.max_requests_per_key < 1:
+            raise ConfigError(f"max_requests_per_key must be >= 1 or empty, got {self.max_requests_per_key}")
         for name in positive + ("tensor_parallel_size", "data_parallel_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

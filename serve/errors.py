@@ -67,6 +67,12 @@ class PayloadTooLarge(ServeError):
     code = "payload_too_large"
 
 
+class RequestTimeout(ServeError):
+    """The request body did not arrive in time."""
+
+    code = "request_timeout"
+
+
 class Overloaded(ServeError):
     """The concurrency slots and the wait queue are full."""
 
@@ -102,15 +108,23 @@ class EngineFailure(ServeError):
     code = "engine_error"
 
 
+class EngineDead(EngineFailure):
+    """The engine process is gone: this server answers 503 until its supervisor restarts it (it exits 1)."""
+
+    code = "engine_dead"
+
+
 STATUS_CODES: dict[type[ServeError], int] = {
     InvalidRequest: 400,
     Unauthorized: 401,
     ModelNotFound: 404,
     RouteNotFound: 404,
     MethodNotAllowed: 405,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
     Overloaded: 429,
     ClientDisconnected: 499,
+    EngineDead: 503,
     EngineFailure: 500,
     ShuttingDown: 503,
     EngineNotReady: 503,
@@ -176,6 +190,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(RouteNotFound(f"no route {request.method} {request.url.path}"))
+        if exc.status_code == 408:
+            return error_response(RequestTimeout(str(exc.detail)))
         if exc.status_code == 413:
             return error_response(PayloadTooLarge(str(exc.detail)))
         if exc.status_code == 405:

@@ -5,6 +5,7 @@ Pure ASGI rather than Starlette's BaseHTTPMiddleware, which would buffer and re-
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -46,10 +47,11 @@ def _content_length(scope: Scope) -> int | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics, max_body_bytes: int, body_timeout: float = 10.0) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,15 +69,23 @@ class RequestContextMiddleware:
                 MutableHeaders(scope=message).append("X-Request-Id", request_id)
             await send(message)
 
-        received = 0
+        received, body_done, deadline = 0, False, None
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done, deadline
+            if body_done:  # after the body, receive() only waits for a disconnect: no deadline
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.body_timeout
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                # FastAPI re-raises HTTPException from body reading (anything else becomes a generic 400).
+                raise HTTPException(408, f"request body not received within {self.body_timeout:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_body_bytes:
-                    # FastAPI re-raises HTTPException from body reading (anything else becomes a generic 400).
                     raise HTTPException(413, f"request body is larger than {self.max_body_bytes} bytes")
             return message
 

@@ -7,9 +7,12 @@ async iterator only after the request was admitted and the engine produced its f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from serve import responses
 from serve.admission import AdmissionGate
@@ -38,25 +41,27 @@ class GenerationService:
         self.config = config
         self.gate = gate
         self.metrics = metrics
+        # Tokenising off the event loop: /health and every open stream keep answering while prompts are encoded.
+        self._tokenizers = ThreadPoolExecutor(config.tokenizer_threads, thread_name_prefix="tokenize")
 
     # -- chat ---------------------------------------------------------------------------------------------------
 
     async def chat(self, req: ChatCompletionRequest, request_id: str) -> ChatCompletionResponse:
-        prompt_ids, options = self._prepare_chat(req)
-        outputs = [out async for out in self._run(prompt_ids, options, request_id)]
-        return responses.chat_response(req, self.config.model_name, request_id, len(prompt_ids), outputs)
+        job = Job(req, self._prepare_chat)
+        outputs = [out async for out in self._run(job, request_id)]
+        return responses.chat_response(req, self.config.model_name, request_id, len(job.prompt_ids), outputs)
 
     async def chat_stream(self, req: ChatCompletionRequest, request_id: str) -> AsyncIterator[ChatCompletionChunk]:
-        prompt_ids, options = self._prepare_chat(req)
-        outputs = self._run(prompt_ids, options, request_id)
+        job = Job(req, self._prepare_chat)
+        outputs = self._run(job, request_id)
         first = await _prime(outputs)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return responses.chat_chunks(
-            self.config.model_name, request_id, len(prompt_ids), first, outputs, include_usage, options.logprobs
-        )
+            self.config.model_name, request_id, len(job.prompt_ids), first, outputs, include_usage,
+            job.options.logprobs,
+        )  # fmt: skip
 
     def _prepare_chat(self, req: ChatCompletionRequest) -> tuple[list[int], SamplingOptions]:
-        self._check_common(req)
         if req.top_logprobs is not None and not req.logprobs:
             raise InvalidRequest("top_logprobs needs logprobs=true", param="top_logprobs")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
@@ -85,21 +90,20 @@ class GenerationService:
     # -- text completions ---------------------------------------------------------------------------------------
 
     async def complete(self, req: CompletionRequest, request_id: str) -> CompletionResponse:
-        prompt_ids, options = self._prepare_completion(req)
-        outputs = [out async for out in self._run(prompt_ids, options, request_id)]
-        return responses.completion_response(self.config.model_name, request_id, len(prompt_ids), outputs)
+        job = Job(req, self._prepare_completion)
+        outputs = [out async for out in self._run(job, request_id)]
+        return responses.completion_response(self.config.model_name, request_id, len(job.prompt_ids), outputs)
 
     async def complete_stream(self, req: CompletionRequest, request_id: str) -> AsyncIterator[CompletionResponse]:
-        prompt_ids, options = self._prepare_completion(req)
-        outputs = self._run(prompt_ids, options, request_id)
+        job = Job(req, self._prepare_completion)
+        outputs = self._run(job, request_id)
         first = await _prime(outputs)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return responses.completion_chunks(
-            self.config.model_name, request_id, len(prompt_ids), first, outputs, include_usage
+            self.config.model_name, request_id, len(job.prompt_ids), first, outputs, include_usage
         )
 
     def _prepare_completion(self, req: CompletionRequest) -> tuple[list[int], SamplingOptions]:
-        self._check_common(req)
         if req.echo:
             raise InvalidRequest("echo is not supported", param="echo")
         if req.suffix:
@@ -139,6 +143,17 @@ class GenerationService:
             raise InvalidRequest("stream_options is only allowed with stream=true", param="stream_options")
         if req.n > 1 and req.temperature == 0:
             raise InvalidRequest("n > 1 needs temperature > 0 (greedy choices would all be equal)", param="n")
+        chars, cap = (
+            prompt_chars(req),
+            self.config.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * self.engine.max_model_len,
+        )
+        if chars > cap:  # before tokenising: a 2 MB prompt took 3.2 s of CPU to tokenise, only to be refused
+            param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
+            raise ContextLengthExceeded(
+                f"the prompt is {chars} characters; this server reads at most {cap} (its context is "
+                f"{self.engine.max_model_len} tokens)",
+                param=param,
+            )
 
     def _check_budget(self, req: SamplingRequest, max_tokens: int, logprobs: int | None) -> None:
         """What one request may ask of the engine: n x max_tokens sequences' tokens, and logprob entries."""
@@ -195,9 +210,15 @@ class GenerationService:
             **kwargs,
         )
 
-    async def _run(self, prompt_ids: list[int], options: SamplingOptions, request_id: str):
-        """Hold a slot for the whole generation; closing this iterator early aborts the engine request."""
-        async with self.gate.slot(options.n):
+    async def _run(self, job: Job, request_id: str):
+        """Check, wait for a slot, tokenise (in the bounded pool, after admission, so a burst of large prompts
+        queues instead of spending CPU it will then be refused), then generate; the slot is held for the whole
+        generation, and closing this iterator early aborts the engine request."""
+        self._check_common(job.req)
+        async with self.gate.slot(job.req.n):
+            loop = asyncio.get_running_loop()
+            job.prompt_ids, job.options = await loop.run_in_executor(self._tokenizers, job.prepare, job.req)
+            prompt_ids, options = job.prompt_ids, job.options
             timer = self.metrics.generation(len(prompt_ids))
             engine_request_id = f"{request_id}-{uuid.uuid4().hex[:8]}"  # client ids may repeat; engine ids must not
             finish_reasons: list[str] = []
@@ -221,6 +242,27 @@ class GenerationService:
                         "finish_reasons": finish_reasons,
                     },
                 )
+
+
+# Characters a prompt may have per token of context before it is refused untokenised (English averages ~4).
+PROMPT_CHARS_PER_TOKEN = 32
+
+
+def prompt_chars(req: SamplingRequest) -> int:
+    if isinstance(req, ChatCompletionRequest):
+        return sum(len(m.text()) for m in req.messages)
+    prompt = getattr(req, "prompt", "")
+    return len(prompt) if isinstance(prompt, str) else 0
+
+
+@dataclass
+class Job:
+    """One request on its way through the service: ``prepare`` (tokenise + check) runs after admission."""
+
+    req: SamplingRequest
+    prepare: Callable[[SamplingRequest], tuple[list[int], SamplingOptions]]
+    prompt_ids: list[int] = field(default_factory=list)
+    options: SamplingOptions | None = None
 
 
 async def _prime(outputs: AsyncIterator[EngineOutput]) -> EngineOutput:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
 
 from serve.auth import check_key
-from serve.errors import ClientDisconnected, EngineNotReady, ShuttingDown, stream_error_events
+from serve.errors import ClientDisconnected, EngineDead, EngineNotReady, ShuttingDown, stream_error_events
 from serve.logs import request_id_var
 from serve.protocol import ErrorResponse
 from serve.service import GenerationService
@@ -45,6 +45,8 @@ async def require_api_key(request: Request, credentials: BearerCredentials) -> N
 
 def get_service(request: Request) -> GenerationService:
     state = request.app.state.serve
+    if state.service is not None and state.fatal is not None:
+        raise EngineDead("the inference engine died; this server is restarting, retry on another replica")
     if state.gate.draining:
         raise ShuttingDown("server is shutting down; retry on another replica")
     if state.service is None:
@@ -106,18 +108,40 @@ async def sse_events(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
         await chunks.aclose()  # type: ignore[attr-defined]
 
 
+class StreamStalled(Exception):
+    """A streaming client stopped reading: its writes waited longer than the write deadline."""
+
+
 class EventStreamResponse(StreamingResponse):
     """SSE response that closes its iterator however the response ends, so a client that left mid-stream
-    releases its slot and engine request now rather than whenever the generator is garbage-collected."""
+    releases its slot and engine request now rather than whenever the generator is garbage-collected.
+
+    Every write has a deadline: a client that keeps its connection open but reads nothing fills the socket
+    buffers, and without one its generation would hold a slot and KV cache for as long as it likes.
+    """
 
     media_type = "text/event-stream"
 
-    def __init__(self, chunks: AsyncIterator[BaseModel]) -> None:
+    def __init__(self, chunks: AsyncIterator[BaseModel], write_timeout: float = 30.0) -> None:
         super().__init__(sse_events(chunks), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.write_timeout = write_timeout
 
     async def __call__(self, scope, receive, send) -> None:
+        async def send_with_deadline(message) -> None:
+            try:
+                await asyncio.wait_for(send(message), self.write_timeout)
+            except TimeoutError:
+                raise StreamStalled(f"client read nothing for {self.write_timeout:g} s") from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_with_deadline)
+        except StreamStalled as exc:  # the generation is aborted below; the connection is closed by the server
+            logger.warning("dropping a streaming client: %s", exc)
+        except BaseExceptionGroup as group:  # starlette runs the writer in a task group
+            stalled, rest = group.split(StreamStalled)
+            if rest is not None:
+                raise rest from None
+            logger.warning("dropping a streaming client: %s", stalled.exceptions[0])
         finally:
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
 

@@ -37,7 +37,8 @@ async def _respond(
     # Both run under run_cancellable, so a client that hangs up before the first token aborts the engine request.
     request_id = current_request_id()
     if stream:
-        return EventStreamResponse(await run_cancellable(request, run_stream(request_id)))
+        timeout = request.app.state.serve.config.stream_write_timeout_seconds
+        return EventStreamResponse(await run_cancellable(request, run_stream(request_id)), write_timeout=timeout)
     return json_response(await run_cancellable(request, run_full(request_id)))
 
 

@@ -8,7 +8,7 @@ import platform
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from serve.errors import EngineFailure, EngineNotReady, ShuttingDown, envelope, error_response
+from serve.errors import EngineDead, EngineFailure, EngineNotReady, ShuttingDown, envelope, error_response
 from serve.routers.deps import ERROR_RESPONSES, require_api_key
 
 router = APIRouter(tags=["health"])
@@ -20,7 +20,7 @@ async def health(request: Request) -> JSONResponse:
     state = request.app.state.serve
     try:
         if state.fatal is not None:
-            raise EngineFailure(f"engine failed to start: {state.fatal}")
+            raise EngineFailure(f"engine failed: {state.fatal}")
         if state.engine is not None:
             await state.engine.check_health()
     except EngineFailure as exc:
@@ -33,6 +33,8 @@ async def health(request: Request) -> JSONResponse:
 async def ready(request: Request) -> JSONResponse:
     """Ready for traffic: 503 while loading, after a failure, and from SIGTERM on."""
     state = request.app.state.serve
+    if state.service is not None and state.fatal is not None:
+        return error_response(EngineDead("the inference engine died"))
     if state.gate.draining:
         return error_response(ShuttingDown("server is shutting down"))
     if state.service is None:

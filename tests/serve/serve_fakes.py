@@ -29,6 +29,7 @@ class FakeEngine:
         self.aborted: list[str] = []
         self.finished: list[str] = []
         self.options: list[SamplingOptions] = []
+        self.dead = False  # set it to make check_health fail, as a vLLM engine whose process died
 
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
         ids = []
@@ -76,7 +77,8 @@ class FakeEngine:
         self.aborted.append(request_id)
 
     async def check_health(self) -> None:
-        return None
+        if self.dead:
+            raise EngineFailure("the inference engine is not running")
 
     def stats(self) -> EngineStats:
         return EngineStats(running=0, waiting=0, kv_cache_usage=0.25)

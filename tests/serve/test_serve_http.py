@@ -192,6 +192,14 @@ BAD_INPUTS = [
         "payload_too_large",
     ),
     ("unknown route", "/v1/nope", chat_body(), 404, None, "not_found"),
+    (
+        "prompt over the character cap, untokenised",
+        CHAT,
+        chat_body(messages=[{"role": "user", "content": "x" * 2100}]),
+        400,
+        "messages",
+        "context_length_exceeded",
+    ),
     ("a stop string too long", CHAT, chat_body(stop="x" * 300), 400, "stop", None),
     (
         "lone surrogate in a message",
@@ -503,3 +511,90 @@ async def test_admission_counts_sequences_not_requests():
         engine.release.set()
         assert (await wide).status_code == 200 and (await queued).status_code == 200
         assert (gate.in_flight, gate.sequences, gate.waiting) == (0, 0, 0)
+
+
+def raw_scope(path: str = CHAT, method: str = "POST", headers: list | None = None) -> dict:
+    return {"type": "http", "method": method, "path": path, "headers": headers or [], "query_string": b"",
+            "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": "",
+            "raw_path": path.encode()}  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_a_stalled_body_gets_408_within_the_body_timeout():
+    async with serving(body_timeout_seconds=0.2) as (app, _, engine):
+        sent = []
+
+        async def receive():
+            if not sent and not getattr(receive, "once", False):
+                receive.once = True
+                return {"type": "http.request", "body": b'{"model": ', "more_body": True}
+            await asyncio.sleep(3600)  # then nothing: a slow-loris body
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json"),
+                   (b"content-length", b"2000")]  # fmt: skip
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(app(raw_scope(headers=headers), receive, send), 5)
+        assert sent[0]["status"] == 408 and asyncio.get_running_loop().time() - started < 2
+        assert json.loads(sent[1]["body"])["error"]["code"] == "request_timeout"
+        assert engine.options == []
+
+
+@pytest.mark.anyio
+async def test_per_key_cap_answers_429_for_that_key_only():
+    engine = FakeEngine(hold=True)
+    async with serving(engine, max_requests_per_key=1) as (app, client, _):
+        first = asyncio.create_task(client.post(CHAT, json=chat_body()))
+        await asyncio.wait_for(engine.started.wait(), 5)
+        assert_envelope(await client.post(CHAT, json=chat_body()), 429, code="server_overloaded")
+        other = asyncio.create_task(
+            client.post(CHAT, json=chat_body(), headers={"Authorization": f"Bearer {OTHER_KEY}"})
+        )
+        await asyncio.sleep(0.05)
+        engine.release.set()
+        assert (await first).status_code == 200 and (await other).status_code == 200
+        assert (await client.post(CHAT, json=chat_body())).status_code == 200  # the key's slot came back
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_is_not_read_is_dropped_and_its_generation_aborted():
+    engine = FakeEngine()
+    async with serving(engine, stream_write_timeout_seconds=0.2, max_tokens_cap=32) as (app, _, _):
+        sent = []
+
+        async def receive():
+            if not getattr(receive, "once", False):
+                receive.once = True
+                body = json.dumps(chat_body(stream=True, max_tokens=30)).encode()
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)
+
+        async def send(message):  # headers go out; then the socket is full: no write completes
+            if message["type"] == "http.response.body" and len(sent) >= 2:
+                await asyncio.sleep(3600)
+            sent.append(message)
+
+        headers = [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")]
+        await asyncio.wait_for(app(raw_scope(headers=headers), receive, send), 5)
+        assert sent[0]["status"] == 200
+        await asyncio.sleep(0.05)
+        assert engine.aborted and not engine.finished  # the generation stopped with the client
+        assert app.state.serve.gate.in_flight == 0
+
+
+@pytest.mark.anyio
+async def test_engine_death_turns_ready_and_requests_503_and_stops_the_process(monkeypatch):
+    import serve.app
+
+    monkeypatch.setattr(serve.app, "DEATH_GRACE_SECONDS", 0.05)
+    stopped = asyncio.Event()
+    async with serving(engine_check_seconds=0.05) as (app, client, engine):
+        app.state.serve.on_fatal = stopped.set
+        assert (await client.get("/ready")).status_code == 200
+        engine.dead = True
+        await asyncio.wait_for(stopped.wait(), 5)
+        assert_envelope(await client.get("/ready"), 503, code="engine_dead")
+        assert_envelope(await client.post(CHAT, json=chat_body()), 503, code="engine_dead")
+        assert (await client.get("/health")).status_code == 503
