@@ -39,9 +39,9 @@ from pipeline.stages import (
     LOADTEST,
     PAIRS,
     SERVE,
-    STAGES,
     choose_served_model,
     merged_dir,
+    plan_dev,
     plan_eval,
     plan_export,
     plan_ifeval,
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=f"pipeline YAML (default: {CPU_CONFIG.name}, or {GPU_CONFIG.name} with CUDA)")
     p.add_argument("--quick", action="store_true", help="apply the config's `quick:` budget (a first look)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. eval.limit=8")
-    p.add_argument("--rerun", action="append", default=[], choices=STAGES, help="run this stage even if up to date")
+    p.add_argument("--rerun", action="append", default=[], metavar="STAGE", help="run this stage even if up to date")
     p.add_argument("--verbose", action="store_true", help="also print every stage's output (always in its log)")
     return p
 
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         if config_path is None:
             config_path = GPU_CONFIG if probe(None)["cuda"] else CPU_CONFIG
         cfg = load_config(config_path, quick=args.quick, overrides=parse_set(args.set))
+        unknown = sorted(set(args.rerun) - set(stages(cfg)))
+        if unknown:
+            raise ConfigError(f"--rerun {unknown[0]}: not a stage of this run ({', '.join(stages(cfg))})")
         facts = probe(cfg.model)
     except ConfigError as exc:
         print(f"orpo-pipeline: error: {exc}", file=sys.stderr)
@@ -129,9 +132,13 @@ def run_pipeline(cfg: PipelineConfig, facts: dict[str, Any], config_path: Any, r
         return runner.run(plan, force=force or ("--rerun" if plan.name in rerun else None))
 
     try:
-        if PAIRS in stages(cfg):
-            run(plan_pairs(cfg, base_dir))
-        run(plan_train(cfg, base_dir))
+        rounds = cfg.pairs.rounds if PAIRS in stages(cfg) else 1
+        for r in range(1, rounds + 1):  # on-policy: pairs from the current model -> ORPO -> dev; else one train
+            if PAIRS in stages(cfg):
+                run(plan_pairs(cfg, base_dir, r))
+            run(plan_train(cfg, base_dir, r))
+            if rounds > 1:
+                run(plan_dev(cfg, r))
         run(plan_eval(cfg, EVAL_BASE, base_dir))
         run(plan_eval(cfg, EVAL_ORPO, merged_dir(cfg)))
         run(plan_ifeval(cfg, IFEVAL_BASE, base_dir))

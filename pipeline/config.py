@@ -44,6 +44,9 @@ class PairsBudget:
     top_p: float = 0.95
     max_new_tokens: int = 256
     seed: int = 0
+    rounds: int = 1
+    """On-policy rounds: round r samples pairs from round r-1's model (the base for r = 1), trains on them
+    starting from that model, and scores the result on the dev split; the last round's model goes on."""
 
 
 @dataclass
@@ -141,6 +144,8 @@ class PipelineConfig:
             raise ConfigError(f"pairs.source must be one of {', '.join(PAIR_SOURCES)}, got {self.pairs.source!r}")
         if self.pairs.source == "onpolicy" and self.dataset is not None:
             raise ConfigError("pairs.source: onpolicy samples our train prompts; leave dataset empty")
+        if self.pairs.rounds < 1 or (self.pairs.rounds > 1 and self.pairs.source != "onpolicy"):
+            raise ConfigError(f"pairs.rounds must be 1, or more with pairs.source: onpolicy; got {self.pairs.rounds}")
         if self.pairs.k < 2 or (self.pairs.limit is not None and self.pairs.limit < 1):
             raise ConfigError(
                 f"pairs.k must be >= 2 and pairs.limit >= 1 or empty, got {self.pairs.k} / {self.pairs.limit}"

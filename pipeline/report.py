@@ -62,7 +62,8 @@ def collect(run_dir: Path) -> dict[str, Any]:
     run = read_json(state / "run.json") or {}
     this_run = {s["name"]: s for s in run.get("stages", [])}
     stages = []
-    for name in STAGE_ORDER[:-1]:
+    names = [s["name"] for s in run.get("stages", [])] or list(STAGE_ORDER[:-1])  # this run's, rounds included
+    for name in names:
         record = read_json(state / f"{name}.json") or {}
         if name == "pairs" and not record:
             continue  # committed pairs: no pairs stage
@@ -79,6 +80,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
         "pairs": read_json(run_dir / "pairs" / "stats.json"),
+        "rounds": collect_rounds(run_dir),
         "train": {**(merged.get("train") or {}), "metrics": merged.get("metrics", {}).get("train")},
         "quality": collect_quality(run_dir, base, orpo, export, read_json),
         "quality_measured_on": measured_on(base, orpo, export),
@@ -100,6 +102,32 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "stages": stages,
         "elapsed_s": run.get("elapsed_s"),
     }  # fmt: skip
+
+
+def collect_rounds(run_dir: Path) -> list[dict[str, Any]]:
+    """Per on-policy round (pairs, pairs-2, ...): its pairs' stats and its model's whole-dev figures."""
+    rounds = []
+    for r in range(1, 100):
+        suffix = "" if r == 1 else f"-{r}"
+        pairs = read_json(run_dir / f"pairs{suffix}" / "stats.json")
+        if pairs is None:
+            break
+        dev = read_json(run_dir / f"dev{suffix}" / "results.json") or {}
+        f = dev.get("instruction_following") or {}
+        rounds.append(
+            {
+                "round": r,
+                "pairs": pairs.get("pairs"),
+                "answer_pass_rate": pairs.get("answer_pass_rate"),
+                "answers_cut_at_limit": pairs.get("answers_cut_at_limit"),
+                "dev_mean": f.get("mean"),
+                "dev_mean_ci": (f.get("ci") or {}).get("mean"),
+                "dev_prompt_strict": f.get("prompt_strict"),
+                "dev_hit_limit": (dev.get("generation") or {}).get("hit_token_limit"),
+                "dev_prompts": f.get("prompts"),
+            }
+        )
+    return rounds
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -124,6 +152,24 @@ def to_markdown(report: dict[str, Any], charts: dict[str, str]) -> str:
             f"{fmt(pairs['chosen_mean_words'], 0)} words on average, rejected {fmt(pairs['rejected_mean_words'], 0)}.",
             "",
         ]
+    if len(report.get("rounds") or []) > 1:
+        lines += [
+            "## On-policy rounds",
+            "",
+            "Round r samples pairs from round r-1's model and trains on from it; each round's model on the whole dev "
+            "split (greedy; 95 % interval clustered by topic).",
+            "",
+            "| round | pairs | answers passing | cut at limit | dev IF mean | dev prompt strict | dev hit limit |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in report["rounds"]:
+            ci = r["dev_mean_ci"]
+            mean = fmt(r["dev_mean"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            lines.append(
+                f"| {r['round']} | {fmt(r['pairs'])} | {fmt(r['answer_pass_rate'])} | {fmt(r['answers_cut_at_limit'])} "
+                f"| {mean} | {fmt(r['dev_prompt_strict'])} | {fmt(r['dev_hit_limit'])} of {fmt(r['dev_prompts'])} |"
+            )
+        lines.append("")
     train = report["train"]
     lines += [
         "## Training",

@@ -36,6 +36,7 @@ PAIRS, TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOA
 STAGES = (PAIRS, TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT)
 # The file whose sha256 fingerprints each stage's output (the manifest the stage writes last).
 MANIFESTS = {
+    "dev": "results.json",  # per-round dev scores (DEV, below)
     PAIRS: MANIFEST_NAME,
     TRAIN: f"merged/{MANIFEST_NAME}",
     EVAL_BASE: "results.json",
@@ -64,7 +65,7 @@ def output_dir(cfg: PipelineConfig, stage: str) -> Path:
 
 
 def output_fingerprint(cfg: PipelineConfig, stage: str) -> str:
-    return fingerprint(output_dir(cfg, stage) / MANIFESTS[stage])
+    return fingerprint(output_dir(cfg, stage) / manifest_of(stage))
 
 
 def model_fingerprint(model_dir: Path) -> str:
@@ -72,6 +73,8 @@ def model_fingerprint(model_dir: Path) -> str:
     manifest = model_dir / MANIFEST_NAME
     if manifest.is_file():
         return fingerprint(manifest)
+    if not model_dir.is_dir():
+        return f"missing:{model_dir}"  # an earlier round's model not built yet: the key is computed again later
     return _sha_text(json.dumps(weights_sha256(model_dir), sort_keys=True))
 
 
@@ -86,46 +89,77 @@ def data_fingerprint(spec: str | None, default_split: str) -> str:
     return f"spec:{spec}"  # a hub id: its name is all we can key on offline
 
 
+DEV = "dev"  # per-round dev scores (only with pairs.rounds > 1)
+
+
+def round_stage(stage: str, r: int) -> str:
+    """The name of ``stage`` (pairs, train, dev) in round ``r``: round 1 keeps the plain name."""
+    return stage if r == 1 else f"{stage}-{r}"
+
+
 def stages(cfg: PipelineConfig) -> tuple[str, ...]:
-    """The stages this config runs: the pairs stage only for on-policy pairs."""
-    return STAGES if cfg.pairs.source == "onpolicy" else tuple(s for s in STAGES if s != PAIRS)
+    """The stages this config runs, in order: pairs/train (and a dev score) per on-policy round, then the rest."""
+    if cfg.pairs.source != "onpolicy":
+        return tuple(s for s in STAGES if s != PAIRS)
+    rounds: list[str] = []
+    for r in range(1, cfg.pairs.rounds + 1):
+        rounds += [round_stage(PAIRS, r), round_stage(TRAIN, r)]
+        rounds += [round_stage(DEV, r)] if cfg.pairs.rounds > 1 else []
+    return (*rounds, *STAGES[2:])
 
 
-def plan_pairs(cfg: PipelineConfig, base_dir: Path) -> StagePlan:
-    """On-policy pairs from the base model on our train prompts (``orpo-data generate``; resumable)."""
+def manifest_of(stage: str) -> str:
+    """The file that fingerprints a stage's output (round stages share their stage's)."""
+    return MANIFESTS.get(stage) or MANIFESTS[stage.rsplit("-", 1)[0]]
+
+
+def last_train(cfg: PipelineConfig) -> str:
+    return round_stage(TRAIN, cfg.pairs.rounds if cfg.pairs.source == "onpolicy" else 1)
+
+
+def plan_pairs(cfg: PipelineConfig, base_dir: Path, r: int = 1) -> StagePlan:
+    """On-policy pairs on our train prompts from round r's starting model (``orpo-data generate``; resumable)."""
     p = cfg.pairs
-    settings = {k: v for k, v in vars(p).items() if k != "source"}
-    argv = ["generate", "--model", str(base_dir), "--output", str(output_dir(cfg, PAIRS)), "--split", "train"]
+    name = round_stage(PAIRS, r)
+    model = base_dir if r == 1 else merged_dir(cfg, r - 1)
+    settings = {k: v for k, v in vars(p).items() if k not in ("source", "rounds")}
+    argv = ["generate", "--model", str(model), "--output", str(output_dir(cfg, name)), "--split", "train"]
     argv += ["--k", str(p.k), "--temperature", str(p.temperature), "--top-p", str(p.top_p)]
     argv += ["--max-new-tokens", str(p.max_new_tokens), "--seed", str(p.seed)]
     argv += ["--limit", str(p.limit)] if p.limit is not None else []
-    inputs = {"base_model": model_fingerprint(base_dir), "prompts": data_fingerprint(None, "train")}
-    return command_plan(cfg, PAIRS, "data.cli", argv, settings, inputs)
+    inputs = {"model": model_fingerprint(model), "prompts": data_fingerprint(None, "train")}
+    return command_plan(cfg, name, "data.cli", argv, settings, inputs)
 
 
-def training_data(cfg: PipelineConfig) -> tuple[str | None, str]:
-    """(dataset for orpo-train, its fingerprint): the pairs stage's output, ``dataset``, or our train split."""
+def training_data(cfg: PipelineConfig, r: int | None = None) -> tuple[str | None, str]:
+    """(dataset for orpo-train, its fingerprint): round r's pairs (the last round's by default), ``dataset``,
+    or our train split."""
     if cfg.pairs.source == "onpolicy":
-        return str(output_dir(cfg, PAIRS) / "pairs.jsonl"), output_fingerprint(cfg, PAIRS)
+        name = round_stage(PAIRS, cfg.pairs.rounds if r is None else r)
+        return str(output_dir(cfg, name) / "pairs.jsonl"), output_fingerprint(cfg, name)
     return cfg.dataset, data_fingerprint(cfg.dataset, "train")
 
 
-def plan_train(cfg: PipelineConfig, base_dir: Path) -> StagePlan:
-    out = output_dir(cfg, TRAIN)
+def plan_train(cfg: PipelineConfig, base_dir: Path, r: int = 1) -> StagePlan:
+    """ORPO on round r's pairs, starting from round r-1's merged model (the base model in round 1)."""
+    name = round_stage(TRAIN, r)
+    out = output_dir(cfg, name)
+    model_dir = base_dir if r == 1 else merged_dir(cfg, r - 1)
     config_path = cfg.train_config_path()
-    overrides: dict[str, Any] = {**cfg.train.overrides, "output_dir": str(out), "model": cfg.model}
+    model = cfg.model if r == 1 else str(model_dir)
+    overrides: dict[str, Any] = {**cfg.train.overrides, "output_dir": str(out), "model": model}
     if cfg.train.max_steps is not None:
         overrides["max_steps"] = cfg.train.max_steps
-    dataset, dataset_key = training_data(cfg)
+    dataset, dataset_key = training_data(cfg, r)
     if dataset is not None:
         overrides["dataset"] = dataset
     sets = [arg for k, v in overrides.items() for arg in ("--set", f"{k}={_yaml_scalar(v)}")]
     return StagePlan(
-        name=TRAIN,
+        name=name,
         output=out,
         manifest=MANIFESTS[TRAIN],
         settings={"config": yaml.safe_load(config_path.read_text()), "overrides": overrides},
-        inputs={"base_model": model_fingerprint(base_dir), "dataset": dataset_key},
+        inputs={"base_model": model_fingerprint(model_dir), "dataset": dataset_key},
         command=[sys.executable, "-m", "train.cli", "--config", str(config_path), *sets],
         env=stage_env(),
         resume_args=["--resume"],
@@ -133,8 +167,19 @@ def plan_train(cfg: PipelineConfig, base_dir: Path) -> StagePlan:
     )
 
 
-def merged_dir(cfg: PipelineConfig) -> Path:
-    return output_dir(cfg, TRAIN) / "merged"
+def merged_dir(cfg: PipelineConfig, r: int | None = None) -> Path:
+    """Round r's merged model (the last round's by default: what is evaluated, exported and served)."""
+    return output_dir(cfg, last_train(cfg) if r is None else round_stage(TRAIN, r)) / "merged"
+
+
+def plan_dev(cfg: PipelineConfig, r: int) -> StagePlan:
+    """Round r's model on the whole dev split: the figure a round is judged by (test stays report-only)."""
+    e = cfg.eval
+    name = round_stage(DEV, r)
+    argv = ["--model", str(merged_dir(cfg, r)), "--output", str(output_dir(cfg, name)), "--dataset", "dev"]
+    argv += ["--max-new-tokens", str(e.max_new_tokens), "--engine", e.engine, "--no-preference"]
+    inputs = {"model": output_fingerprint(cfg, round_stage(TRAIN, r)), "eval_data": data_fingerprint(None, "dev")}
+    return command_plan(cfg, name, "evaluation.cli", argv, {"max_new_tokens": e.max_new_tokens}, inputs)
 
 
 def plan_eval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
@@ -171,7 +216,7 @@ def plan_export(cfg: PipelineConfig) -> StagePlan:
     calibration = training_data(cfg)[0]
     argv += ["--calibration-dataset", calibration] if calibration is not None else []
     inputs = {
-        "model": output_fingerprint(cfg, TRAIN),
+        "model": output_fingerprint(cfg, last_train(cfg)),
         "eval_data": data_fingerprint(None, "dev"),
         "calibration_data": training_data(cfg)[1],
     }
@@ -250,7 +295,7 @@ def command_plan(
     return StagePlan(
         name=stage,
         output=output_dir(cfg, stage),
-        manifest=MANIFESTS[stage],
+        manifest=manifest_of(stage),
         settings=settings,
         inputs=inputs,
         command=[sys.executable, "-m", module, *argv],

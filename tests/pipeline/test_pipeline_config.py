@@ -86,3 +86,25 @@ def test_onpolicy_pairs_stage_feeds_training_and_calibration(tmp_path):
         load_config(CPU_CONFIG, overrides=parse_set(["pairs.source=onpolicy", "dataset=x.jsonl"]))
     with pytest.raises(ConfigError, match="pairs.source must be one of"):
         load_config(CPU_CONFIG, overrides=parse_set(["pairs.source=model"]))
+
+
+def test_rounds_chain_pairs_train_and_dev_from_the_previous_round(tmp_path):
+    from pipeline.stages import merged_dir, plan_dev, plan_export, plan_pairs, plan_train, stages
+
+    cfg = load_config(
+        CPU_CONFIG, overrides=parse_set(["pairs.source=onpolicy", "pairs.rounds=2", f"runs_dir={tmp_path}"])
+    )
+    assert stages(cfg)[:6] == ("pairs", "train", "dev", "pairs-2", "train-2", "dev-2")
+    base = tmp_path / "base"
+    round2_pairs = [str(a) for a in plan_pairs(cfg, base, 2).command]
+    assert round2_pairs[round2_pairs.index("--model") + 1] == str(merged_dir(cfg, 1))  # samples the new model
+    round2 = [str(a) for a in plan_train(cfg, base, 2).command]
+    assert f"model={merged_dir(cfg, 1)}" in round2  # and trains on from it
+    assert any(a.endswith("pairs-2/pairs.jsonl") for a in round2)
+    assert merged_dir(cfg) == merged_dir(cfg, 2)  # the last round goes on to eval, export and serving
+    export = [str(a) for a in plan_export(cfg).command]
+    assert export[export.index("--model") + 1] == str(merged_dir(cfg, 2))
+    dev = [str(a) for a in plan_dev(cfg, 2).command]
+    assert dev[dev.index("--dataset") + 1] == "dev" and dev[dev.index("--model") + 1] == str(merged_dir(cfg, 2))
+    with pytest.raises(ConfigError, match="pairs.rounds"):
+        load_config(CPU_CONFIG, overrides=parse_set(["pairs.rounds=2"]))  # rounds need on-policy pairs

@@ -42,3 +42,23 @@ def test_quality_section_has_intervals_floor_templates_and_a_paired_difference(t
     text = "\n".join(quality_markdown(q, {"base": "orpo-eval"}))
     assert "+0.750 [" in text and "(differs)" in text and "constant answer (floor)" in text
     assert quality_chart(q["rows"], list(COLUMNS), tmp_path / "q.png").stat().st_size > 0
+
+
+def test_rounds_are_collected_in_order_with_their_dev_figures(tmp_path):
+    import json
+
+    from pipeline.report import collect_rounds
+
+    for suffix, pairs, mean in (("", 120, 0.31), ("-2", 150, 0.42)):
+        (tmp_path / f"pairs{suffix}").mkdir()
+        (tmp_path / f"pairs{suffix}" / "stats.json").write_text(
+            json.dumps({"pairs": pairs, "answer_pass_rate": 0.2, "answers_cut_at_limit": 0.1})
+        )
+        (tmp_path / f"dev{suffix}").mkdir()
+        result = {"instruction_following": {"mean": mean, "ci": {"mean": [mean - 0.05, mean + 0.05]},
+                                            "prompt_strict": mean - 0.1, "prompts": 160},
+                  "generation": {"hit_token_limit": 7}}  # fmt: skip
+        (tmp_path / f"dev{suffix}" / "results.json").write_text(json.dumps(result))
+    rounds = collect_rounds(tmp_path)
+    assert [(r["round"], r["pairs"], r["dev_mean"]) for r in rounds] == [(1, 120, 0.31), (2, 150, 0.42)]
+    assert rounds[1]["dev_mean_ci"] == [0.37, 0.47] and rounds[1]["dev_hit_limit"] == 7
