@@ -47,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-time", default="60s", help="run time: 90, 90s, 2m, 1h30m (default 60s)")
     p.add_argument("--shape", choices=sorted(PROFILES), default="hold", help="load shape (default hold)")
     p.add_argument("--slo", action="append", default=[], metavar="KEY=VALUE", help=f"repeatable. {slo_help}")
+    p.add_argument(
+        "--request-rate", type=float, default=None,
+        help="open loop: requests per second drawn as a Poisson process (instead of --users' closed loop)",
+    )  # fmt: skip
+    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps: 1 Poisson, <1 burstier")
+    p.add_argument("--max-requests", type=int, default=0, help="open loop: stop after N requests (0: --run-time)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
+    p.add_argument(
+        "--request-slo", action="append", default=[], metavar="KEY=MS",
+        help="a per-request bound defining goodput: ttft_ms, tpot_ms, e2e_ms (repeatable)",
+    )  # fmt: skip
     p.add_argument("--api-key", default=os.environ.get("ORPO_LOADTEST_API_KEY", ""), help="Bearer key")
     p.add_argument("--model", default="", help="model id (default: the first of GET /v1/models)")
     p.add_argument("--max-tokens", type=int, default=64, help="max_tokens per request (default 64)")
@@ -109,6 +120,25 @@ def validate(args: argparse.Namespace) -> dict[str, float]:
         raise UsageError("--stop-timeout must be >= 0")
     if args.prompts is not None and not args.prompts.is_file():
         raise UsageError(f"--prompts {args.prompts}: no such file")
+    if args.request_rate is not None and not args.request_rate > 0:
+        raise UsageError("--request-rate must be > 0")
+    if not args.burstiness > 0 or args.max_requests < 0:
+        raise UsageError("--burstiness must be > 0 and --max-requests >= 0")
+    return slos
+
+
+def parse_request_slos(items: list[str]) -> dict[str, float]:
+    from loadtest.goodput import REQUEST_SLO_KEYS
+
+    slos = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if key.strip() not in REQUEST_SLO_KEYS or not sep:
+            raise UsageError(f"--request-slo {item!r}: use KEY=MS with KEY one of {', '.join(REQUEST_SLO_KEYS)}")
+        try:
+            slos[key.strip()] = float(raw)
+        except ValueError:
+            raise UsageError(f"--request-slo {item!r}: {raw!r} is not a number") from None
     return slos
 
 
@@ -120,15 +150,22 @@ def discover_model(host: str, api_key: str) -> str:
 
 
 def locust_command(args: argparse.Namespace, out: Path) -> list[str]:
+    open_loop = args.request_rate is not None
+    users, spawn = ("1", "1") if open_loop else (str(args.users), str(args.spawn_rate))
+    arrivals = []
+    if open_loop:
+        arrivals = ["--request-rate", f"{args.request_rate:g}", "--burstiness", f"{args.burstiness:g}"]
+        arrivals += ["--max-requests", str(args.max_requests), "--arrival-seed", str(args.seed)]
     return [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", args.host,
-        "--users", str(args.users), "--spawn-rate", str(args.spawn_rate), "--run-time", f"{args.run_time_s}s",
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", args.host, *arrivals,
+        "--users", users, "--spawn-rate", spawn, "--run-time", f"{args.run_time_s}s",
         "--stop-timeout", f"{args.stop_timeout:g}", "--csv", str(out / CSV_PREFIX), "--csv-full-history",
         "--html", str(out / "report.html"), "--only-summary", "--exit-code-on-error", "0",
         "--logfile", str(out / "locust.log"), "--loglevel", "INFO",
         "--model", args.model, "--max-tokens", str(args.max_tokens),
         *(["--ignore-eos"] if args.ignore_eos else []),
         *(["--prompts", str(args.prompts)] if args.prompts else []),
+        "OpenLoopUser" if open_loop else "ChatUser",
     ]  # fmt: skip
 
 
@@ -152,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         slos = validate(args)
+        request_slos = parse_request_slos(args.request_slo)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     except (UsageError, SLOError) as exc:
@@ -159,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.from_results is not None:
-        return grade(args.from_results, slos, run_info={"from_results": str(args.from_results)})
+        return grade(args.from_results, slos, {"from_results": str(args.from_results)}, request_slos=request_slos)
 
     out = args.output or Path("runs") / "loadtest" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     run_info = {
         "host": args.host, "model": args.model, "shape": args.shape, "users": args.users,
+        "request_rate": args.request_rate, "burstiness": args.burstiness, "max_requests": args.max_requests,
+        "request_slos": request_slos,
         "spawn_rate": args.spawn_rate, "run_time_s": args.run_time_s, "max_tokens": args.max_tokens,
         "ignore_eos": args.ignore_eos, "locust_wall_s": round(wall_s, 1),
     }  # fmt: skip
@@ -193,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.host, before, summary.requests, summary.failures, summary.output_tokens, args.api_key
             )
 
-    return grade(out, slos, run_info, check_counters)
+    return grade(out, slos, run_info, check_counters, request_slos)
 
 
 def grade(
@@ -201,13 +241,19 @@ def grade(
     slos: dict[str, float],
     run_info: dict,
     check_counters: Callable[[Summary], list[metrics_check.CounterCheck]] | None = None,
+    request_slos: dict[str, float] | None = None,
 ) -> int:
     """Summarise the CSVs in ``out``, check SLOs (and counters), write summary.json and the plot; exit code."""
+    from loadtest.goodput import goodput, read_records
+
     try:
         summary = summarize(out)
     except SummaryError as exc:
         print(f"orpo-loadtest: error: {exc}", file=sys.stderr)
         return 1
+    records = read_records(out)
+    if records:  # goodput over the per-request records (no --request-slo: every successful request is good)
+        summary.goodput = goodput(records, request_slos or {}, summary.duration_s)
     results = evaluate(summary, slos)
     checks = []
     if check_counters is not None:
@@ -245,6 +291,14 @@ def _table(summary, results, checks, out: Path) -> str:
         f"requests {summary.requests} ({summary.failures} failed), {summary.requests_per_s} req/s, "
         f"{summary.output_tokens_per_s} output tok/s over {summary.duration_s} s",
         f"TTFT {ms(summary.ttft_ms)}; ITL {ms(summary.itl_ms)}; e2e {ms(summary.e2e_ms)}",
+        *(
+            [
+                f"goodput {g['good']} of {g['requests']} requests ({g['ratio']:.3f}), {g['goodput_rps']} req/s; "
+                f"sent at {g['sent_rate_rps']} req/s (inter-arrival CV {g['interarrival_cv']})"
+            ]
+            if (g := summary.goodput) and g["requests"]
+            else []
+        ),  # fmt: skip
         *(f"  SLO {r.describe()}" for r in results),
         *(f"  /metrics {c.describe()}" for c in checks),
         f"results: {out}",

@@ -13,6 +13,12 @@ Output tokens (``usage.completion_tokens``; streams ask for it with ``stream_opt
 ``response_length`` of each request, so Locust's "Average Content Size" is tokens per request.
 Options: ``--model``, ``--api-key``, ``--max-tokens``, ``--ignore-eos``, ``--prompts`` (or LOADTEST_* env vars);
 the load shape comes from ``LOADTEST_SHAPE`` (hold, ramp, spike, soak; see loadtest/profiles.py).
+
+Two user classes: ``ChatUser`` is a closed loop (each user sends its next request when the last one ended);
+``OpenLoopUser`` (one of it) sends streaming requests at the times ``loadtest/arrivals.py`` draws for
+``--request-rate`` / ``--burstiness``, each in its own greenlet, whether or not earlier ones have finished.
+Every request is also kept as a record (send time, TTFT, end-to-end, tokens, ok) in ``PREFIX_requests.jsonl``,
+from which ``loadtest/goodput.py`` counts the requests that met per-request SLOs.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
+from loadtest.arrivals import send_times
 from loadtest.shapes import SHAPES
 from loadtest.sse import read_chat_stream
 
@@ -39,6 +47,7 @@ if os.environ.get("LOADTEST_SHAPE"):
 
 _prompts: itertools.cycle | None = None
 _model = ""
+_records: list[dict] = []  # one per request, written at shutdown
 
 
 @events.init_command_line_parser.add_listener
@@ -48,6 +57,10 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--max-tokens", type=int, default=64, env_var="LOADTEST_MAX_TOKENS", help="max_tokens")
     parser.add_argument("--ignore-eos", action="store_true", env_var="LOADTEST_IGNORE_EOS", help="vLLM ignore_eos")
     parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS), env_var="LOADTEST_PROMPTS", help="JSONL, `prompt`")
+    parser.add_argument("--request-rate", type=float, default=0.0, env_var="LOADTEST_REQUEST_RATE", help="open loop")
+    parser.add_argument("--burstiness", type=float, default=1.0, env_var="LOADTEST_BURSTINESS", help="gamma shape")
+    parser.add_argument("--max-requests", type=int, default=0, env_var="LOADTEST_MAX_REQUESTS", help="0 = no cap")
+    parser.add_argument("--arrival-seed", type=int, default=0, env_var="LOADTEST_SEED", help="seed of the arrivals")
 
 
 @events.test_start.add_listener
@@ -71,6 +84,8 @@ def _write_final_stats(environment, **_kwargs) -> None:
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if not prefix:
         return
+    with open(f"{prefix}_requests.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in _records)
     writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
     with open(f"{prefix}_final_stats.csv", "w", newline="", encoding="utf-8") as f:
         writer.requests_csv(csv.writer(f))
@@ -88,9 +103,10 @@ def _auth(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-class ChatUser(FastHttpUser):
-    """A closed-loop client: sends the next request as soon as the previous one finishes."""
+class _ChatClient(FastHttpUser):
+    """The two requests (streamed, not) and their measurements; the subclasses decide when to send them."""
 
+    abstract = True
     wait_time = constant(0)
 
     def _body(self, stream: bool) -> dict:
@@ -116,13 +132,15 @@ class ChatUser(FastHttpUser):
             context={},
         )
 
-    @task(3)
     def chat_stream(self) -> None:
+        record = {"start": time.time(), "stream": True, "ok": False, "ttft_ms": None, "e2e_ms": None}
+        _records.append(record)
         start = time.perf_counter()
         body, headers = self._body(True), self._headers()
         with self.client.post(
             CHAT_PATH, json=body, headers=headers, name="chat stream", stream=True, catch_response=True
         ) as resp:  # stream=True: the body is left for read_chat_stream
+            record["status"] = resp.status_code
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {_error_text(resp)}")
                 return
@@ -135,12 +153,16 @@ class ChatUser(FastHttpUser):
                 return
             resp.request_meta["response_time"] = (time.perf_counter() - start) * 1000
             resp.request_meta["response_length"] = stream.completion_tokens
-        self._report("TTFT", (stream.chunk_times[0] - start) * 1000)
+        ttft_ms = (stream.chunk_times[0] - start) * 1000
+        record.update(ok=True, ttft_ms=round(ttft_ms, 3), e2e_ms=round(resp.request_meta["response_time"], 3),
+                      output_tokens=stream.completion_tokens)  # fmt: skip
+        self._report("TTFT", ttft_ms)
         for earlier, later in itertools.pairwise(stream.chunk_times):
             self._report("ITL", (later - earlier) * 1000)
 
-    @task(1)
     def chat(self) -> None:
+        record = {"start": time.time(), "stream": False, "ok": False, "ttft_ms": None, "e2e_ms": None}
+        _records.append(record)
         with self.client.post(
             CHAT_PATH, json=self._body(False), headers=self._headers(), name="chat", catch_response=True
         ) as resp:
@@ -158,6 +180,41 @@ class ChatUser(FastHttpUser):
                 resp.failure(f"empty completion (completion_tokens={tokens})")
                 return
             resp.request_meta["response_length"] = tokens
+            record.update(ok=True, e2e_ms=round(resp.request_meta["response_time"], 3), output_tokens=tokens)
+
+
+class ChatUser(_ChatClient):
+    """A closed-loop client: sends the next request as soon as the previous one finishes (3 streamed : 1 not)."""
+
+    @task(3)
+    def stream_task(self) -> None:
+        self.chat_stream()
+
+    @task(1)
+    def chat_task(self) -> None:
+        self.chat()
+
+
+class OpenLoopUser(_ChatClient):
+    """The open loop (run exactly one): streamed requests at the drawn send times, each in its own greenlet, so a
+    slow server meets the same arrivals as a fast one and its queue shows. Stops after --max-requests (when set)
+    once those have finished; --run-time bounds it either way."""
+
+    concurrency = 1024  # requests the HTTP session may have open at once
+
+    @task
+    def dispatch(self) -> None:
+        options = self.environment.parsed_options
+        times = send_times(options.request_rate, options.burstiness, options.arrival_seed)
+        if options.max_requests:
+            times = itertools.islice(times, options.max_requests)  # else --run-time ends the run
+        started, running = time.monotonic(), []
+        for at in times:
+            gevent.sleep(max(0.0, started + at - time.monotonic()))
+            running = [g for g in running if not g.dead] if len(running) > 256 else running
+            running.append(gevent.spawn(self.chat_stream))
+        gevent.joinall(running)
+        self.environment.runner.quit()
 
 
 def _error_text(resp) -> str:

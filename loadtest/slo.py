@@ -24,6 +24,8 @@ SLO_KEYS: dict[str, tuple[str, str, str]] = {
     "min_output_tokens_per_s": ("output_tokens_per_s", "min", "completion tokens per second over the run"),
     "min_requests_per_s": ("requests_per_s", "min", "requests per second over the run"),
     "min_requests": ("requests", "min", "requests completed (guards against a run that did nothing)"),
+    "goodput_ratio": ("goodput.ratio", "min", "share of requests that met every --request-slo, 0..1"),
+    "min_goodput_rps": ("goodput.goodput_rps", "min", "requests per second that met every --request-slo"),
 }
 DEFAULT_SLOS = {"error_rate": 0.0, "min_requests": 1.0}
 
@@ -62,8 +64,8 @@ def parse_slos(items: list[str]) -> dict[str, float]:
             raise SLOError(f"SLO {key}: {raw!r} is not a number") from None
         if not math.isfinite(value) or value < 0:
             raise SLOError(f"SLO {key}: must be a finite number >= 0, got {raw!r}")
-        if key == "error_rate" and value > 1:
-            raise SLOError(f"SLO error_rate is a fraction in 0..1, got {raw!r}")
+        if key in ("error_rate", "goodput_ratio") and value > 1:
+            raise SLOError(f"SLO {key} is a fraction in 0..1, got {raw!r}")
         slos[key] = value
     return slos
 
@@ -71,8 +73,10 @@ def parse_slos(items: list[str]) -> dict[str, float]:
 def _lookup(summary: Summary, path: str) -> float | None:
     value = summary
     for part in path.split("."):
-        value = getattr(value, part)
-    return None if value is None else float(value)
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part)
+        if value is None:
+            return None
+    return float(value)
 
 
 def evaluate(summary: Summary, slos: dict[str, float]) -> list[SLOResult]:

@@ -52,6 +52,7 @@ class Summary:
     e2e_ms: Percentiles
     by_name: dict[str, dict] = field(default_factory=dict)
     top_failures: list[dict] = field(default_factory=list)
+    goodput: dict | None = None  # from the per-request records (loadtest/goodput.py), when asked
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -91,8 +91,13 @@ class FakeOpenAI:
     ``api_key`` set: other keys get 401. ``break_streams``: streams end without usage (the locustfile must fail them).
     """
 
-    def __init__(self, tokens: int = 8, delay_s: float = 0.002, api_key: str = "", break_streams: bool = False):
+    def __init__(
+        self, tokens: int = 8, delay_s: float = 0.002, api_key: str = "", break_streams: bool = False,
+        slow_every: int = 0, slow_first_token_s: float = 0.0,
+    ):  # fmt: skip
         self.tokens, self.delay_s, self.api_key, self.break_streams = tokens, delay_s, api_key, break_streams
+        # every slow_every-th stream (1st, k+1-th, ...) waits slow_first_token_s before its first token
+        self.slow_every, self.slow_first_token_s, self.streams = slow_every, slow_first_token_s, 0
         self.requests = 0
         self.completion_tokens = 0
         self._lock = threading.Lock()
@@ -152,6 +157,11 @@ class FakeOpenAI:
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 n = min(fake.tokens, body.get("max_tokens") or fake.tokens)
+                with fake._lock:
+                    slow = fake.slow_every and fake.streams % fake.slow_every == 0
+                    fake.streams += 1
+                if slow:
+                    time.sleep(fake.slow_first_token_s)
                 self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
                 for i in range(n):
                     time.sleep(fake.delay_s)
