@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps: 1 Poisson, <1 burstier")
     p.add_argument("--max-requests", type=int, default=0, help="open loop: stop after N requests (0: --run-time)")
     p.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
+    p.add_argument(
+        "--sweep", default=None, metavar="R1,R2,...",
+        help="capacity at SLO: open-loop runs at these rates, upwards, until one misses an SLO; the largest that met "
+        "them all is the capacity (sweep.json, sweep.md, capacity.png)",
+    )  # fmt: skip
     p.add_argument(
         "--request-slo", action="append", default=[], metavar="KEY=MS",
         help="a per-request bound defining goodput: ttft_ms, tpot_ms, e2e_ms (repeatable)",
@@ -122,6 +128,13 @@ def validate(args: argparse.Namespace) -> dict[str, float]:
         raise UsageError(f"--prompts {args.prompts}: no such file")
     if args.request_rate is not None and not args.request_rate > 0:
         raise UsageError("--request-rate must be > 0")
+    if args.sweep is not None:
+        try:
+            args.sweep_rates = sorted(float(r) for r in args.sweep.split(","))
+        except ValueError:
+            raise UsageError(f"--sweep {args.sweep!r}: a comma-separated list of rates, e.g. 1,2,4,8") from None
+        if not args.sweep_rates or args.sweep_rates[0] <= 0:
+            raise UsageError("--sweep rates must be > 0")
     if not args.burstiness > 0 or args.max_requests < 0:
         raise UsageError("--burstiness must be > 0 and --max-requests >= 0")
     return slos
@@ -208,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orpo-loadtest: error: cannot use {args.host}: {exc}", file=sys.stderr)
         return 1
 
+    if args.sweep:
+        return run_sweep(args, out, slos, request_slos)
+    return run_once(args, out, slos, request_slos, before)
+
+
+def run_once(args, out: Path, slos: dict, request_slos: dict, before=None) -> int:
+    """One Locust run into ``out``, graded; the exit code."""
     logger.info(
         "%s users, %s shape, %ss, model %s at %s", args.users, args.shape, args.run_time_s, args.model, args.host
     )
@@ -234,6 +254,26 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     return grade(out, slos, run_info, check_counters, request_slos)
+
+
+def run_sweep(args, out: Path, slos: dict, request_slos: dict) -> int:
+    """Capacity at SLO: the rates in order, each an open-loop run of its own; stop at the first that misses an
+    SLO (goodput below target, errors such as 429s, latency past its bound). Exit 0 when the lowest rate met them."""
+    from loadtest.capacity import write_sweep
+
+    steps = []
+    for rate in args.sweep_rates:
+        args.request_rate = rate
+        step_out = out / f"rate-{rate:g}"
+        step_out.mkdir(parents=True, exist_ok=True)
+        code = run_once(args, step_out, slos, request_slos)
+        report = json.loads((step_out / "summary.json").read_text()) if (step_out / "summary.json").is_file() else {}
+        steps.append({"rate": rate, "exit_code": code, "passed": code == 0, "report": report})
+        if code != 0:
+            break
+    capacity = write_sweep(out, steps, slos, request_slos)
+    print(f"capacity at SLO: {capacity if capacity is not None else 'none (the lowest rate missed)'} req/s; {out}")
+    return 0 if capacity is not None else 1
 
 
 def grade(

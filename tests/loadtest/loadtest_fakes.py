@@ -93,8 +93,11 @@ class FakeOpenAI:
 
     def __init__(
         self, tokens: int = 8, delay_s: float = 0.002, api_key: str = "", break_streams: bool = False,
-        slow_every: int = 0, slow_first_token_s: float = 0.0,
+        slow_every: int = 0, slow_first_token_s: float = 0.0, serial: bool = False,
     ):  # fmt: skip
+        # serial: one request at a time (an engine with one slot), so an offered rate above 1 / its service time
+        # builds a queue, as a saturated server does
+        self._serial = threading.Lock() if serial else None
         self.tokens, self.delay_s, self.api_key, self.break_streams = tokens, delay_s, api_key, break_streams
         # every slow_every-th stream (1st, k+1-th, ...) waits slow_first_token_s before its first token
         self.slow_every, self.slow_first_token_s, self.streams = slow_every, slow_first_token_s, 0
@@ -126,6 +129,9 @@ class FakeOpenAI:
                 try:
                     if fake.api_key and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
                         self._json(401, {"error": {"message": "bad key", "type": "auth", "param": None, "code": None}})
+                    elif body.get("stream") and fake._serial is not None:
+                        with fake._serial:
+                            self._stream(body)
                     elif body.get("stream"):
                         self._stream(body)
                     else:

@@ -80,3 +80,17 @@ def test_open_loop_run_sends_at_the_asked_rate_and_counts_goodput(tmp_path):
     assert report["run"]["request_rate"] == 20.0
     failing = main(["--from-results", str(tmp_path), "--request-slo", "ttft_ms=150", "--slo", "goodput_ratio=0.9"])
     assert failing == 1
+
+
+def test_a_sweep_stops_where_the_server_saturates(tmp_path):
+    """One slot, 8 tokens x 10 ms = ~80 ms per request: ~12 req/s at most. At 4 req/s TTFT stays low; at 40 req/s
+    the queue grows and TTFT p95 passes its bound: the sweep stops there and reports 4 (never trying 80)."""
+    with FakeOpenAI(tokens=8, delay_s=0.01, serial=True) as server:
+        argv = ["--host", server.url, "--sweep", "4,40,80", "--max-requests", "24", "--run-time", "30s"]
+        code = main([*argv, "--request-slo", "ttft_ms=300", "--slo", "goodput_ratio=0.9", "--output", str(tmp_path)])
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert code == 0 and sweep["capacity_rps"] == 4.0, sweep
+    assert [r["rate"] for r in sweep["rates"]] == [4.0, 40.0]  # stopped at the first miss
+    assert sweep["rates"][1]["failed_slos"] == ["goodput_ratio"]
+    assert sweep["rates"][1]["ttft_p95_ms"] > sweep["rates"][0]["ttft_p95_ms"]
+    assert (tmp_path / "capacity.png").stat().st_size > 5_000 and "| 40 |" in (tmp_path / "sweep.md").read_text()
