@@ -2,6 +2,7 @@
 
     orpo-data generate --model smollm2-135m-instruct --output data/onpolicy/smollm2 [--k 8] [--limit N]
     orpo-data generate --endpoint http://127.0.0.1:8000 --output runs/pairs   # key from $OPENAI_API_KEY
+    orpo-data from-feedback sqlite:///records.db --output runs/feedback-pairs   # pairs from orpo-serve --record
     orpo-data build [--check]                                                  # our committed splits
 
 Bad input exits 2 with one line naming the row or the setting; a killed ``generate`` resumes with the same command.
@@ -42,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orpo-data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     generate_parser(sub)
+    fb = sub.add_parser("from-feedback", help="preference pairs from orpo-serve's record store (--record URL)")
+    fb.add_argument("url", help="the store: sqlite:///records.db or postgresql+psycopg://user@host/db")
+    fb.add_argument("--output", default="runs/feedback-pairs", help="folder: train.jsonl, dev.jsonl, stats, manifest")
+    fb.add_argument("--model-sha", help="only completions of this served model (its manifest's sha256)")
+    fb.add_argument("--since", help="only completions from this ISO date/time on")
+    fb.add_argument("--until", help="only completions before this ISO date/time")
+    fb.add_argument("--dev-percent", type=int, default=10, help="prompts held out as dev, by prompt hash (10)")
     build = sub.add_parser("build", help="rebuild our committed splits (python -m data.build)")
     build.add_argument("--check", action="store_true", help="exit 1 if the committed files differ")
     args = parser.parse_args(argv)
@@ -49,6 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         from data.build import main as build_main
 
         return build_main(["--check"] if args.check else [])
+    if args.command == "from-feedback":
+        from data.feedback import FeedbackDataError, run
+
+        try:
+            out = run(args.url, args.output, args.model_sha, args.since, args.until, args.dev_percent)
+        except FeedbackDataError as exc:
+            print(f"orpo-data: error: {exc}", file=sys.stderr)
+            return 2
+        print((out / "stats.json").read_text())
+        print(f"pairs written to {out}/")
+        return 0
     values = {k: v for k, v in vars(args).items() if k not in ("command", "api_key_env")}
     from core.models import ModelError
     from evaluation.generate import EvalError

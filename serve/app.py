@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from core.manifest import read_manifest
+from core.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from serve.admission import AdmissionGate
 from serve.auth import AuthMiddleware
 from serve.config import ServeConfig
@@ -28,7 +28,7 @@ from serve.engine import Engine, EngineStats
 from serve.errors import install_error_handlers
 from serve.metrics import ServeMetrics
 from serve.middleware import RequestContextMiddleware
-from serve.routers import docs, generation, health, metrics, models
+from serve.routers import docs, feedback, generation, health, metrics, models
 from serve.service import GenerationService
 
 logger = logging.getLogger(__name__)
@@ -49,11 +49,16 @@ class ServeState:
     on_fatal: Callable[[], None] | None = None
     """Set by the CLI: stop the server (exit 1) when the engine cannot start or dies."""
     watchdog: asyncio.Task | None = None
+    records: Any = None  # serve.records.RecordStore when --record is set
+    model_sha: str | None = None  # sha256 of the served folder's orpo_manifest.json
 
     def attach(self, engine: Engine, model_dir: Path | None) -> None:
         self.engine = engine
         self.provenance = read_manifest(model_dir) if model_dir is not None and model_dir.is_dir() else None
-        self.service = GenerationService(engine, self.config, self.gate, self.metrics)
+        manifest = model_dir / MANIFEST_NAME if model_dir is not None else None
+        self.model_sha = sha256_file(manifest) if manifest is not None and manifest.is_file() else None
+        recorder = make_recorder(self) if self.records is not None else None
+        self.service = GenerationService(engine, self.config, self.gate, self.metrics, recorder)
 
     def engine_stats(self) -> EngineStats:
         return self.engine.stats() if self.engine is not None else EngineStats()
@@ -70,6 +75,20 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         starter = None
+        if config.record:
+            from serve.records import RecordError, RecordSettings, RecordStore, safe_url
+
+            settings = RecordSettings(
+                url=config.record, prompts=config.record_prompts, queue_size=config.record_queue,
+                retention_days=config.record_retention_days, retention_count=config.record_retention_count,
+            )  # fmt: skip
+            try:
+                state.records = await asyncio.to_thread(RecordStore, settings, state.metrics.records_dropped.inc)
+            except RecordError as exc:
+                state.fatal = exc
+                logger.error("%s", exc)
+                raise
+            logger.info("recording completions", extra={"store": safe_url(config.record)})
         if engine is not None:
             state.attach(engine, Path(config.model) if config.model else None)
             state.watchdog = asyncio.create_task(watch_engine(state))
@@ -84,6 +103,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             if state.engine is not None and engine is None:
                 await state.engine.shutdown()
                 logger.info("engine stopped")
+            if state.records is not None:
+                await asyncio.to_thread(state.records.close)  # what is queued is written first
 
     app = FastAPI(
         title="orpo-serve",
@@ -96,7 +117,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     )
     app.state.serve = state
     install_error_handlers(app)
-    for module in (generation, models, health, metrics, docs):
+    for module in (generation, models, health, metrics, docs, feedback):
         app.include_router(module.router)
     app.add_middleware(AuthMiddleware, config=config)  # inside CORS (preflights first), before any body is read
     if config.cors_origins:
@@ -167,6 +188,27 @@ async def watch_engine(state: ServeState) -> None:
             if state.on_fatal is not None:
                 state.on_fatal()
             return
+
+
+def make_recorder(state: ServeState):
+    """The service's hook for finished generations: one record per completion, queued (never awaited)."""
+    from serve.logs import api_key_hash_var
+    from serve.protocol import ChatCompletionRequest
+
+    store, config = state.records, state.config
+
+    def record(job, request_id: str, texts: dict[int, str], finish_reasons: list[str]) -> None:
+        req = job.req
+        chat = isinstance(req, ChatCompletionRequest)
+        prompt = [{"role": m.role, "content": m.text()} for m in req.messages] if chat else req.prompt
+        sampling = {"temperature": req.temperature, "top_p": req.top_p, "n": req.n, "seed": req.seed,
+                    "max_tokens": job.options.max_tokens, "stop": list(req.stop_list())}  # fmt: skip
+        choices = [{"index": i, "text": t} for i, t in sorted(texts.items())]
+        completion_id = f"{'chatcmpl' if chat else 'cmpl'}-{request_id}"
+        store.submit(store.completion_record(completion_id, config.model_name, state.model_sha,
+                                             api_key_hash_var.get(), prompt, sampling, choices))  # fmt: skip
+
+    return record
 
 
 def freeze_startup_heap() -> None:

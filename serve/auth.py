@@ -9,12 +9,14 @@ needs, and nothing more). ``/health`` and ``/ready`` never need a key (probes); 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve.config import ServeConfig
 from serve.errors import Overloaded, Unauthorized, error_response
+from serve.logs import api_key_hash_var
 
 PUBLIC_PATHS = ("/health", "/ready")
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -75,6 +77,8 @@ class AuthMiddleware:
         except Unauthorized as exc:
             await error_response(exc)(scope, receive, send)
             return
+        token = header.partition(" ")[2].strip() if header else ""
+        api_key_hash_var.set(hashlib.sha256(token.encode()).hexdigest() if token else None)
         cap = self.config.max_requests_per_key
         if cap is None or path not in GENERATION_PATHS or not header:
             await self.app(scope, receive, send)

@@ -106,6 +106,17 @@ class ServeConfig:
     """Log prompt text (off: prompts may hold personal data)."""
     log_level: str = "info"
     """Level for this server's JSON logs."""
+    record: str | None = None
+    """Record every completion in this store (serve/records.py): sqlite:///path.db or postgresql+psycopg://...;
+    enables POST /v1/feedback and DELETE /v1/records. Off by default."""
+    record_prompts: str = "full"
+    """What is kept of prompts: full, hash (a sha256 only) or redact (roles and lengths)."""
+    record_queue: int = 1024
+    """Records waiting for the writer; beyond it records are dropped and counted, requests never wait."""
+    record_retention_days: float | None = None
+    """Delete records older than this many days; None = keep."""
+    record_retention_count: int | None = None
+    """Keep at most this many records (the newest); None = all."""
     extra_engine_args: dict[str, Any] = field(default_factory=dict)
     """Further vllm AsyncEngineArgs fields (code only, e.g. the benchmark)."""
 
@@ -143,6 +154,10 @@ class ServeConfig:
                 f"refusing to listen on {self.host} without an API key: set ORPO_SERVE_API_KEYS or api_key_file "
                 "(or allow_unauthenticated, if something in front of this server authenticates)"
             )
+        if self.record_prompts not in ("full", "hash", "redact"):
+            raise ConfigError(f"record_prompts must be full, hash or redact, got {self.record_prompts!r}")
+        if self.record_queue < 1:
+            raise ConfigError(f"record_queue must be >= 1, got {self.record_queue}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
 

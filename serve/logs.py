@@ -9,6 +9,8 @@ import time
 from contextvars import ContextVar
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+# sha256 of the caller's API key (serve.auth sets it): the record store keys what it keeps by it
+api_key_hash_var: ContextVar[str | None] = ContextVar("api_key_hash", default=None)
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 

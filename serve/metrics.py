@@ -50,6 +50,11 @@ class ServeMetrics:
         )
         self.prompt_tokens = Counter("orpo_serve_prompt_tokens", "Prompt tokens of admitted requests.", registry=r)
         self.completion_tokens = Counter("orpo_serve_completion_tokens", "Generated tokens.", registry=r)
+        self.records_dropped = Counter(
+            "orpo_serve_records_dropped",
+            "Completion records dropped (record queue full, or the store failed).",
+            registry=r,
+        )
         self.kv_cache_usage = Gauge("orpo_serve_kv_cache_usage_ratio", "KV-cache blocks in use (0-1).", registry=r)
 
     def bind(self, in_flight: Callable[[], float], waiting: Callable[[], float], stats: Callable[[], EngineStats]):

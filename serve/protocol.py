@@ -264,6 +264,25 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class FeedbackRequest(BaseModel):
+    """What a user says about one completion: a rating, a better answer, or which of its ``n`` choices is best."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    completion_id: Text = Field(min_length=1, max_length=160)
+    rating: Literal["up", "down"] | Annotated[float, Field(ge=-1.0, le=1.0)] | None = Field(
+        default=None, description="up / down, or a score in [-1, 1]."
+    )
+    preferred: Text | None = Field(default=None, min_length=1, max_length=32768, description="A better answer.")
+    choice: int | None = Field(default=None, ge=0, lt=MAX_N, description="Index of the best of the n choices.")
+
+
+class FeedbackResponse(BaseModel):
+    id: int
+    object: Literal["feedback"] = "feedback"
+    completion_id: str
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str

@@ -36,8 +36,12 @@ logger = logging.getLogger(__name__)
 
 
 class GenerationService:
-    def __init__(self, engine: Engine, config: ServeConfig, gate: AdmissionGate, metrics: ServeMetrics) -> None:
+    def __init__(
+        self, engine: Engine, config: ServeConfig, gate: AdmissionGate, metrics: ServeMetrics, recorder=None
+    ) -> None:
         self.engine = engine
+        # recorder(job, request_id, texts by choice, finish reasons): queues a record (serve/records.py); None = off
+        self.recorder = recorder
         self.config = config
         self.gate = gate
         self.metrics = metrics
@@ -222,14 +226,20 @@ class GenerationService:
             timer = self.metrics.generation(len(prompt_ids))
             engine_request_id = f"{request_id}-{uuid.uuid4().hex[:8]}"  # client ids may repeat; engine ids must not
             finish_reasons: list[str] = []
+            texts: dict[int, list[str]] = {}
             outcome = "aborted"  # client gone or error, unless the loop ends
             try:
                 async for out in self.engine.generate(prompt_ids, options, engine_request_id):
                     timer.output(sum(c.num_tokens for c in out.choices))
                     finish_reasons += [c.finish_reason for c in out.choices if c.finish_reason]
+                    if self.recorder is not None:
+                        for c in out.choices:
+                            texts.setdefault(c.index, []).append(c.text)
                     yield out
                 outcome = "finished"
                 timer.finish()
+                if self.recorder is not None:
+                    self.recorder(job, request_id, {i: "".join(parts) for i, parts in texts.items()}, finish_reasons)
             finally:
                 logger.info(
                     "generation %s",
