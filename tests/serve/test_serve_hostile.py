@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -18,12 +17,12 @@ import pytest
 pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 
-from core.models import TINY_NAME, resolve_model  # noqa: E402
-from loadtest.servers import RunningServer, ServerError, free_port, start_server, stop_server  # noqa: E402
+from core.models import TINY_NAME  # noqa: E402
+from loadtest.servers import RunningServer  # noqa: E402
+from tests.serve.tiny_server import run_tiny_server  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = "hostile-key-" + "0" * 24
 AUTH = {"Authorization": f"Bearer {KEY}"}
 HI = [{"role": "user", "content": "Say hi."}]
@@ -32,21 +31,10 @@ BODY_TIMEOUT_S, WRITE_TIMEOUT_S = 2, 2
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> RunningServer:
-    resolve_model(TINY_NAME)
-    port, log = free_port(), tmp_path_factory.mktemp("hostile") / "server.log"
-    argv = [sys.executable, "-m", "serve", "--model", TINY_NAME, "--port", str(port), "--max-model-len", "512"]
-    argv += ["--kv-cache-gib", "1", "--enforce-eager", "--max-tokens-cap", "400", "--max-concurrency", "4"]
+    argv = ["--kv-cache-gib", "1", "--enforce-eager", "--max-tokens-cap", "400", "--max-concurrency", "4"]
     argv += ["--body-timeout-seconds", str(BODY_TIMEOUT_S), "--stream-write-timeout-seconds", str(WRITE_TIMEOUT_S)]
     argv += ["--allow-benchmark-params"]
-    try:
-        srv = start_server(argv, f"http://127.0.0.1:{port}", log, timeout_s=300, cwd=REPO,
-                           env={"ORPO_SERVE_API_KEYS": KEY})  # fmt: skip
-    except ServerError as exc:
-        pytest.fail(f"{exc}:\n{log.read_text(errors='replace')[-3000:]}")
-    try:
-        yield srv
-    finally:
-        stop_server(srv.proc, grace_s=30)
+    yield from run_tiny_server(tmp_path_factory.mktemp("hostile"), argv, env={"ORPO_SERVE_API_KEYS": KEY})
 
 
 def rss_mib(pid: int) -> float:

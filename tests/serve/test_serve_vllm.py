@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,8 @@ openai = pytest.importorskip("openai")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from core.models import TINY_NAME, resolve_model  # noqa: E402
-from loadtest.servers import RunningServer, ServerError, free_port, start_server, stop_server  # noqa: E402
+from loadtest.servers import RunningServer  # noqa: E402
+from tests.serve.tiny_server import run_tiny_server  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,20 +51,10 @@ def wait_for(predicate, deadline_s: float, what: str, server: RunningServer | No
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> RunningServer:
-    resolve_model(TINY_NAME)  # build the tiny model before the clock starts
-    port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
-    argv = [sys.executable, "-m", "serve", "--model", TINY_NAME, "--port", str(port), "--max-model-len", "512"]
-    argv += ["--allow-benchmark-params"]  # the tests use ignore_eos to force long answers
+    argv = ["--allow-benchmark-params"]  # the tests use ignore_eos to force long answers
     argv += ["--kv-cache-gib", "1", "--enforce-eager", "--api-key", KEY, "--max-tokens-cap", str(MAX_TOKENS_CAP)]
     argv += ["--max-concurrency", "4", "--max-queue", "4", "--grace-seconds", "60"]
-    try:
-        srv = start_server(argv, f"http://127.0.0.1:{port}", log, timeout_s=START_DEADLINE_S, cwd=REPO)
-    except ServerError as exc:
-        pytest.fail(f"{exc}:\n{log.read_text(errors='replace')[-3000:]}")
-    try:
-        yield srv
-    finally:
-        stop_server(srv.proc, grace_s=30)
+    yield from run_tiny_server(tmp_path_factory.mktemp("serve"), argv, timeout_s=START_DEADLINE_S)
 
 
 @pytest.fixture(scope="module")
