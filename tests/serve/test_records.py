@@ -150,3 +150,39 @@ def test_a_writer_killed_mid_write_leaves_a_consistent_database_with_every_commi
         torn = conn.execute("SELECT count(*) FROM completions WHERE length(choices) < 500").fetchone()[0]
     assert count >= committed  # every commit it reported survived the kill
     assert torn == 0  # and no row is half written
+
+
+def test_the_same_store_on_a_real_postgresql_server(tmp_path):
+    """Migrations, recording, feedback, deletion and a writer killed mid-write, on PostgreSQL (the multi-replica
+    store) started by the test."""
+    from tests.pg import postgres_server
+
+    with postgres_server() as url:
+        store = RecordStore(RecordSettings(url))
+        q = [{"role": "user", "content": "Name a planet."}]
+        for cid, text in (("c1", "Mars."), ("c2", "Pluto.")):
+            store.submit(store.completion_record(cid, "m", "sha", key_hash(KEY), q, {}, [{"index": 0, "text": text}]))
+        assert store.flush()
+        up, down = store.find("c1", key_hash(KEY)), store.find("c2", key_hash(KEY))
+        store.add_feedback(up["id"], key_hash(KEY), "rating", rating=1.0)
+        store.add_feedback(down["id"], key_hash(KEY), "rating", rating=-1.0)
+        store.close()
+        from data.cli import main as data_main
+
+        assert data_main(["from-feedback", url, "--output", str(tmp_path / "pairs"), "--dev-percent", "0"]) == 0
+        (pair,) = [json.loads(line) for line in (tmp_path / "pairs" / "train.jsonl").read_text().splitlines()]
+        assert (pair["chosen"][0]["content"], pair["rejected"][0]["content"]) == ("Mars.", "Pluto.")
+        RecordStore(RecordSettings(url)).close()  # migrating again is a no-op
+
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, url], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        committed, deadline = 0, time.monotonic() + 60
+        while committed < 400 and time.monotonic() < deadline:
+            committed = int(proc.stdout.readline() or 0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            count = conn.execute(sa.text("SELECT count(*) FROM completions WHERE completion_id LIKE 'c%'")).scalar()
+            torn = conn.execute(sa.text("SELECT count(*) FROM completions WHERE length(choices::text) < 500")).scalar()
+        engine.dispose()
+        assert committed >= 400 and count - 2 >= committed and torn == 2  # the two short rows above
