@@ -68,7 +68,13 @@ def collect_quality(
             }
             ifeval.setdefault("floor", r.get("constant_baseline"))
     prefs = {label: (res or {}).get("preference") for label, res in (("base", base), ("ORPO", orpo))}
+    lengths = {
+        label: {k: res["generation"][k] for k in ("mean_tokens", "hit_token_limit", "answers", "max_new_tokens")}
+        for label, res in (("base", base), ("ORPO", orpo))
+        if res and "generation" in res
+    }  # an aligned model ends its answers: the share cut at the token limit sits beside the figures
     return {
+        "lengths": lengths,
         "rows": rows,
         "orpo_minus_base": paired_diffs(run_dir / "eval-base", run_dir / "eval-orpo"),
         "by_template": templates,
@@ -102,6 +108,11 @@ def quality_markdown(q: dict[str, Any], measured_on: dict[str, str]) -> list[str
         cells = [fmt_ci(row["values"][c]) if row["values"][c] else "-" for c in COLUMNS]
         lines.append(f"| {row['figure']} | " + " | ".join(cells) + f" | {_diff_cell(diffs.get(name))} |")
     lines += [""] + [f"- {column}: {how}" for column, how in measured_on.items()]
+    for label, g in (q.get("lengths") or {}).items():
+        lines.append(
+            f"- {label} answers: {g['mean_tokens']:.0f} tokens on average, {g['hit_token_limit']} of {g['answers']} "
+            f"cut at the {g['max_new_tokens']}-token limit"
+        )
     if q["floor_answer"]:
         lines.append(f"- constant answer (floor): the best of five fixed answers, {q['floor_answer']!r}")
     if q["by_template"]:
