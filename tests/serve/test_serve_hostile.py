@@ -33,7 +33,7 @@ BODY_TIMEOUT_S, WRITE_TIMEOUT_S = 2, 2
 def server(tmp_path_factory) -> RunningServer:
     argv = ["--kv-cache-gib", "1", "--enforce-eager", "--max-tokens-cap", "400", "--max-concurrency", "4"]
     argv += ["--body-timeout-seconds", str(BODY_TIMEOUT_S), "--stream-write-timeout-seconds", str(WRITE_TIMEOUT_S)]
-    argv += ["--allow-benchmark-params"]
+    argv += ["--allow-benchmark-params", "--max-request-tokens", "4096"]
     yield from run_tiny_server(tmp_path_factory.mktemp("hostile"), argv, env={"ORPO_SERVE_API_KEYS": KEY})
 
 
@@ -58,8 +58,8 @@ def in_flight(server: RunningServer) -> float:
 
 def test_openai_conformance_on_the_real_engine(server):
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=60)
-    out = client.chat.completions.create(model=TINY_NAME, messages=HI, max_tokens=8, stop="<|im_end|>", top_k=5,
-                                         extra_body={"min_p": 0.05, "repetition_penalty": 1.1})  # fmt: skip
+    out = client.chat.completions.create(model=TINY_NAME, messages=HI, max_tokens=8, stop="<|im_end|>",
+                                         extra_body={"top_k": 5, "min_p": 0.05, "repetition_penalty": 1.1})  # fmt: skip
     assert out.choices[0].finish_reason in ("stop", "length")
     with pytest.raises(openai.BadRequestError, match="tools"):
         client.chat.completions.create(
