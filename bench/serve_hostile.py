@@ -1,8 +1,8 @@
 """orpo-serve under hostile clients, three figures on the real engine (tiny model, CPU):
 
 1. RSS growth of the server process while 40 unauthenticated clients announce 2 MiB bodies, send 1 MiB and stall;
-2. /health latency (p50 / p99 / max over polls every 50 ms) idle, then while 4 maximal requests run (prompts at the
-   character cap, max_tokens at the cap, ignore_eos);
+2. /health latency (p50 / p99 / max over polls every 50 ms) idle, then while 4 maximal requests run (prompt and
+   max_tokens filling the context, ignore_eos);
 3. generation slots held by non-reading streaming clients once the write deadline has passed.
 
     python bench/serve_hostile.py --output bench/results/serve_hostile
@@ -88,7 +88,7 @@ def stalled_bodies(url: str, pid: int, n: int = 40) -> dict:
 
 
 def maximal_requests(url: str, n: int = 4) -> list[threading.Thread]:
-    prompt = "word " * (32 * MAX_LEN // 5 - 10)  # just under the character cap: ~16k characters
+    prompt = "word " * (MAX_LEN - CAP - 20)  # the prompt and max_tokens fill the context
     body = {"model": TINY_NAME, "messages": [{"role": "user", "content": prompt}], "max_tokens": CAP,
             "ignore_eos": True}  # fmt: skip
 
@@ -146,7 +146,8 @@ def main() -> int:
     try:
         result = {"stalled_bodies": stalled_bodies(url, srv.proc.pid), "health_idle": poll_health(url, 5)}
         threads = maximal_requests(url)
-        while in_flight(url) < 4:
+        deadline = time.monotonic() + 120
+        while in_flight(url) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         result["health_under_4_maximal_requests"] = poll_health(url, 10)
         for t in threads:
