@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-logprob-entries", type=int, help="largest n x max_tokens x (top_logprobs+1) (default 32768)")
     p.add_argument("--allow-benchmark-params", action="store_true", help="accept ignore_eos (benchmarks only)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 2 MiB)")
+    p.add_argument("--header-timeout-seconds", type=float, help="request headers must arrive within this (10)")
     p.add_argument("--body-timeout-seconds", type=float, help="a body must arrive within this (default 10; 408)")
     p.add_argument("--max-connections", type=int, help="open connections before 503 (default 1024)")
     p.add_argument("--max-requests-per-key", type=int, help="generation requests in flight per key (429 beyond)")
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from serve.app import create_app
+    from serve.http import protocol_with_header_timeout
     from serve.logs import configure_logging
 
     configure_logging(config.log_level)
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             port=config.port,
             limit_concurrency=config.max_connections,  # 503 for connections beyond it
             timeout_keep_alive=5,
+            http=protocol_with_header_timeout(config.header_timeout_seconds),
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=5,

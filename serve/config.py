@@ -75,6 +75,8 @@ class ServeConfig:
     """Largest prompt in characters, refused before tokenising; None = 32 x the context length in tokens."""
     tokenizer_threads: int = 2
     """Threads that tokenise prompts, off the event loop."""
+    header_timeout_seconds: float = 10.0
+    """A connection must deliver a request's headers within this many seconds, or it is closed (serve/http.py)."""
     body_timeout_seconds: float = 10.0
     """A request body must arrive within this many seconds of the first byte read (408 otherwise): a client that
     announces a large body and stalls does not hold a connection and its buffer."""
@@ -123,7 +125,12 @@ class ServeConfig:
     def __post_init__(self) -> None:
         positive = ("max_concurrency", "retry_after_seconds", "max_tokens_cap", "max_body_bytes", "kv_cache_gib")
         positive += ("max_request_tokens", "max_logprob_entries", "tokenizer_threads", "max_connections")
-        for name in ("body_timeout_seconds", "stream_write_timeout_seconds", "engine_check_seconds"):
+        for name in (
+            "header_timeout_seconds",
+            "body_timeout_seconds",
+            "stream_write_timeout_seconds",
+            "engine_check_seconds",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_requests_per_key is not None and self.max_requests_per_key < 1:
