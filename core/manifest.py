@@ -59,11 +59,9 @@ def make_manifest(stage: str, **fields: Any) -> dict[str, Any]:
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    path = Path(folder) / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    from core.io import write_json
+
+    return write_json(Path(folder) / MANIFEST_NAME, manifest, sort_keys=True)
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:

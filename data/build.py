@@ -20,14 +20,13 @@ import argparse
 import functools
 import json
 import logging
-import os
 import random
 import re
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
+from core.io import write_atomic
 from data.compose import LENGTH_KINDS, Infeasible, draw_style, render, sentence_range
 from data.rejections import Shaped, natural_answers, near_misses, off_topic_answers, vague_answers
 from data.sampling import sample_constraints
@@ -234,20 +233,6 @@ def build(seed: int = SEED) -> dict[str, bytes]:
         logger.info("%s: %d pairs from %d topics; rejections %s", name, len(rows), len(split), mix)
         logger.debug("%s kinds: %s", name, dict(kinds))
     return files
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are shared, committed files
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _differs(path: Path, data: bytes) -> bool:

@@ -295,9 +295,9 @@ def check_resume(work: Path, settings: dict[str, Any]) -> None:
 
 
 def write_chunk(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    tmp.replace(path)
+    from core.io import write_atomic
+
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def build_pairs(rows: Sequence[dict[str, Any]], samples: dict[str, list[dict]]) -> tuple[list[dict], dict]:

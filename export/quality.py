@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from core.io import write_json
 from core.manifest import library_versions, sha256_file
 from core.models import cache_root
 from export.config import ExportConfig, ExportError, ExportFailed
@@ -128,10 +129,7 @@ def baseline_figures(model_dir: Path, weights: dict[str, str], cfg: ExportConfig
         logger.info("full-model figures from the cache %s", path)
         return {**json.loads(path.read_text()), "cached": str(path)}
     figures = model_figures(model_dir, cfg, engine)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(figures, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, figures)
     return {**figures, "cached": None}
 
 

@@ -28,9 +28,10 @@ from typing import Any, NoReturn
 
 import yaml
 
+from core.io import write_json
 from pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, PipelineConfig, load_config, parse_set
 from pipeline.runner import StageFailed, StagePlan, StageRunner, claim_run_dir
-from pipeline.serving import ServeFailed, Server, start_server, write_json
+from pipeline.serving import ServeFailed, Server, start_server
 from pipeline.stages import (
     EVAL_BASE,
     EVAL_ORPO,

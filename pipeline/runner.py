@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.io import write_json
 from core.manifest import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -121,11 +122,7 @@ class StageRunner:
             return None
 
     def write_state(self, name: str, state: dict[str, Any]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_path(name)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json(self.state_path(name), state, sort_keys=True)
 
     def stale_reason(self, plan: StagePlan) -> str | None:
         """Why ``plan`` must run, or None when its output is up to date."""

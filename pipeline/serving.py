@@ -6,7 +6,6 @@ The server never shares a process with training or the orchestrator; it gets its
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -121,10 +120,3 @@ def wait_until_ready(server: Server, timeout_s: float) -> None:
             pass
         time.sleep(POLL_S)  # poll interval; the loop ends on /ready, on the process exiting, or at the deadline
     raise ServeFailed(f"orpo-serve not ready after {timeout_s:.0f} s; log: {server.log}")
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)

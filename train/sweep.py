@@ -229,10 +229,10 @@ def write_outputs(summary: dict[str, Any], out: Path, command: str) -> None:
     """sweep.json / sweep.md / sweep.png, each written to a temp name and renamed."""
     commit = git_commit()
     summary = {**summary, "command": command, "commit": commit}
-    for name, text in (("sweep.json", json.dumps(summary, indent=2) + "\n"), ("sweep.md", None)):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text if text is not None else to_markdown(summary, command, commit))
-        tmp.replace(out / name)
+    from core.io import write_atomic, write_json
+
+    write_json(out / "sweep.json", summary)
+    write_atomic(out / "sweep.md", to_markdown(summary, command, commit))
     tmp = out / ".sweep.tmp.png"
     plot(summary, tmp)
     tmp.replace(out / "sweep.png")
