@@ -24,11 +24,9 @@ ORPO_KEYS = (
     "rewards/margins",
     "learning_rate",
     "tokens_per_second",
-    "if_mean",  # dev instruction following while training (eval only; train/dev_eval.py)
-    "if_prompt_strict",
-    "answer_tokens",
-    "answer_hit_limit",
 )
+# Dev instruction following while training (logged by evaluations only, as eval_*; train/dev_eval.py): plotted too.
+DEV_KEYS = ("if_mean", "if_prompt_strict", "answer_tokens", "answer_hit_limit")
 
 
 class TokenCountingCollator:

@@ -6,7 +6,7 @@ import logging
 import math
 from pathlib import Path
 
-from train.callbacks import ORPO_KEYS, read_metrics
+from train.callbacks import DEV_KEYS, ORPO_KEYS, read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def plot_metrics(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     records = read_metrics(Path(metrics_path))
-    keys = [k for k in ORPO_KEYS if any(k in r or f"eval_{k}" in r for r in records)]
+    keys = [k for k in (*ORPO_KEYS, *DEV_KEYS) if any(k in r or f"eval_{k}" in r for r in records)]
     if not keys:
         logger.warning("no metrics to plot in %s", metrics_path)
         return []
