@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="", help="model id (default: the first of GET /v1/models)")
     p.add_argument("--max-tokens", type=int, default=64, help="max_tokens per request (default 64)")
     p.add_argument("--ignore-eos", action="store_true", help="ask for exactly max_tokens tokens (vLLM extension)")
-    p.add_argument("--prompts", type=Path, default=None, help="JSONL with a `prompt` message list per row")
+    p.add_argument(
+        "--prompts", type=Path, default=None,
+        help="workload JSONL: `prompt`/`messages` or ShareGPT `conversations` rows, optional `max_tokens` (our test "
+        "split by default)",
+    )  # fmt: skip
     p.add_argument("--stop-timeout", type=float, default=60.0, help="at the end, seconds in-flight requests may run")
     p.add_argument("--output", type=Path, default=None, help="results folder (default runs/loadtest/<UTC time>)")
     p.add_argument("--check-metrics", action="store_true", help="check orpo-serve's /metrics counters against Locust")
@@ -124,8 +128,15 @@ def validate(args: argparse.Namespace) -> dict[str, float]:
         raise UsageError("--max-tokens must be >= 1")
     if args.stop_timeout < 0:
         raise UsageError("--stop-timeout must be >= 0")
-    if args.prompts is not None and not args.prompts.is_file():
-        raise UsageError(f"--prompts {args.prompts}: no such file")
+    if args.prompts is not None:
+        from loadtest.workload import WorkloadError, load
+
+        if not args.prompts.is_file():
+            raise UsageError(f"--prompts {args.prompts}: no such file")
+        try:
+            load(args.prompts)  # a bad row fails here in one line, not inside Locust
+        except WorkloadError as exc:
+            raise UsageError(str(exc)) from None
     if args.request_rate is not None and not args.request_rate > 0:
         raise UsageError("--request-rate must be > 0")
     if args.sweep is not None:

@@ -35,6 +35,7 @@ import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
+from loadtest import workload
 from loadtest.arrivals import send_times
 from loadtest.shapes import SHAPES
 from loadtest.sse import read_chat_stream
@@ -67,9 +68,9 @@ def _add_arguments(parser) -> None:
 def _load_prompts_and_model(environment, **_kwargs) -> None:
     global _prompts, _model
     options = environment.parsed_options
-    with open(options.prompts, encoding="utf-8") as f:
-        prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
-    _prompts = itertools.cycle(prompts)  # same order every run, so two servers see the same prompts
+    _prompts = itertools.cycle(
+        workload.load(options.prompts)
+    )  # same order every run, so two servers see the same prompts
     _model = options.model or _first_model(environment.host, options.api_key)
 
 
@@ -111,7 +112,9 @@ class _ChatClient(FastHttpUser):
 
     def _body(self, stream: bool) -> dict:
         options = self.environment.parsed_options
-        body = {"model": _model, "messages": next(_prompts), "max_tokens": options.max_tokens, "temperature": 0.0}
+        request = next(_prompts)
+        max_tokens = min(request["max_tokens"] or options.max_tokens, options.max_tokens)  # the row's, within the cap
+        body = {"model": _model, "messages": request["messages"], "max_tokens": max_tokens, "temperature": 0.0}
         if options.ignore_eos:
             body["ignore_eos"] = True
         if stream:
