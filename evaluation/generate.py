@@ -133,56 +133,52 @@ def sample_endpoint(
     concurrency: int = 8,
     timeout_s: float = 600.0,
 ) -> list[list[Generation]]:
-    """``sampling.n`` chat completions per prompt (the request's ``n`` and ``seed``) from an OpenAI-compatible server.
+    """``sampling.n`` chat completions per prompt (the request's ``n`` and ``seed``) from an OpenAI-compatible server,
+    through the official ``openai`` client: its retries back off on 429/5xx and honour the server's Retry-After.
 
     With n > 1 the usage block counts all choices together, so per-answer token counts are None.
     """
-    import httpx
+    import openai
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+    client = openai.OpenAI(
+        base_url=f"{base_url.rstrip('/')}/v1", api_key=api_key or "none", timeout=timeout_s, max_retries=3
+    )
     try:
         model = model or _first_model(client)
 
         def one(i: int) -> list[Generation]:
-            body: dict[str, Any] = {
-                "model": model,
-                "messages": prompts[i],
-                "temperature": sampling.temperature,
-                "max_tokens": max_new_tokens,
-            }
+            extra: dict[str, Any] = {}
             if sampling.n > 1:
-                body["n"] = sampling.n
+                extra["n"] = sampling.n
             if sampling.temperature > 0:
-                body["top_p"] = sampling.top_p
+                extra["top_p"] = sampling.top_p
             if sampling.seed(i) is not None:
-                body["seed"] = sampling.seed(i)
-            response = client.post("/v1/chat/completions", json=body)
-            if response.status_code != 200:
-                raise EvalError(f"{base_url}: HTTP {response.status_code}: {response.text[:200]}")
-            body = response.json()
-            tokens = (body.get("usage") or {}).get("completion_tokens") if sampling.n == 1 else None
-            choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
+                extra["seed"] = sampling.seed(i)
+            out = client.chat.completions.create(
+                model=model, messages=list(prompts[i]), temperature=sampling.temperature, max_tokens=max_new_tokens,
+                **extra,
+            )  # fmt: skip
+            tokens = out.usage.completion_tokens if (out.usage and sampling.n == 1) else None
             return [
-                Generation((c["message"]["content"] or "").strip(), c.get("finish_reason"), tokens) for c in choices
+                Generation((c.message.content or "").strip(), c.finish_reason, tokens)
+                for c in sorted(out.choices, key=lambda c: c.index)
             ]
 
         with ThreadPoolExecutor(concurrency) as pool:
             return list(tqdm(pool.map(one, range(len(prompts))), total=len(prompts), desc="generate", unit="prompt"))
-    except httpx.HTTPError as e:
+    except openai.APIStatusError as e:
+        raise EvalError(f"{base_url}: HTTP {e.status_code}: {str(e.message)[:200]}") from None
+    except openai.APIError as e:
         raise EvalError(f"{base_url}: {e.__class__.__name__}: {e}") from None
     finally:
         client.close()
 
 
 def _first_model(client) -> str:
-    response = client.get("/v1/models")
-    if response.status_code != 200:
-        raise EvalError(f"GET /v1/models answered HTTP {response.status_code}: {response.text[:200]}")
-    data = response.json().get("data") or []
+    data = list(client.models.list())
     if not data:
         raise EvalError("the endpoint serves no model")
-    return data[0]["id"]
+    return data[0].id
 
 
 def context_length(model_dir: str | Path) -> int | None:

