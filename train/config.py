@@ -20,6 +20,7 @@ import yaml
 
 ENV_PREFIX = "ORPO_TRAIN_"
 PRECISIONS = ("auto", "fp32", "bf16")
+REPORT_TO = ("none", "tensorboard", "mlflow", "wandb", "trackio")
 ORPO_FORWARDS = ("lean", "trl")
 CHECKPOINT_POLICIES = ("full", "selective")  # train/checkpointing.py
 # Measured on this project's 2-core CPU (AMD EPYC, AVX2 only: no AVX512-BF16/AMX, so bf16 GEMMs are emulated):
@@ -140,6 +141,11 @@ class TrainConfig:
     seed: int = _help("Seed for LoRA init, data order and dropout.", default=42)
     # --- bookkeeping ---
     logging_steps: int = _help("Log metrics (metrics.jsonl, progress bar) every N steps.", default=5)
+    report_to: str = _help(
+        "Also send the logged metrics to a tracker: none, tensorboard, mlflow, wandb or trackio (its package must be "
+        "installed; metrics.jsonl is written either way).",
+        default="none",
+    )
     save_steps: int = _help("Save a resumable checkpoint every N steps.", default=50)
     save_total_limit: int = _help("Keep the N newest checkpoints.", default=3)
     eval_steps: int = _help("Evaluate every N steps (when eval_dataset is set).", default=50)
@@ -187,6 +193,8 @@ class TrainConfig:
                 f"max_prompt_length ({self.max_prompt_length}) must leave at least {MIN_RESPONSE_TOKENS} response "
                 f"tokens within max_length ({self.max_length})"
             )
+        if self.report_to not in REPORT_TO:
+            raise ConfigError(f"report_to must be one of {', '.join(REPORT_TO)}; got {self.report_to!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.checkpoint_policy not in CHECKPOINT_POLICIES:

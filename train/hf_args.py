@@ -57,7 +57,7 @@ def training_arguments(cfg: TrainConfig) -> dict[str, Any]:
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         eval_strategy="no",
-        report_to="none",
+        report_to=cfg.report_to,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every LoRA parameter is used in every step
     )

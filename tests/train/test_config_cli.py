@@ -54,6 +54,7 @@ def test_values_are_coerced_from_strings():
         ({"logit_chunk_size": 0}, "logit_chunk_size must be >= 1"),
         ({"lr": 1e-4}, "unknown config key 'lr'"),
         ({"eval_generate": 8}, "eval_generate needs an eval_dataset"),
+        ({"report_to": "neptune"}, "report_to must be one of none, tensorboard"),
         ({"eval_dataset": "dev", "best_metric": "if_mean"}, "measured only with eval_generate > 0"),
         ({"eval_dataset": "dev", "best_metric": "loss", "save_steps": 30, "eval_steps": 20}, "must be a multiple"),
         ({"eval_dataset": "dev", "early_stopping_patience": 2}, "needs a best_metric to watch"),
