@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,9 +107,11 @@ def fingerprint(manifest_path: Path) -> str:
 class StageRunner:
     """Runs plans in order, keeping ``state_dir/<stage>.json`` and ``log_dir/<stage>.log``; prints one line each."""
 
-    def __init__(self, state_dir: Path, log_dir: Path, total: int, echo: bool = False, out=None) -> None:
+    def __init__(
+        self, state_dir: Path, log_dir: Path, total: int, echo: bool = False, out=None, progress_s: float = 60.0
+    ) -> None:
         self.state_dir, self.log_dir = Path(state_dir), Path(log_dir)
-        self.total, self.echo = total, echo
+        self.total, self.echo, self.progress_s = total, echo, progress_s
         self.out = out or sys.stdout
         self.results: list[StageResult] = []
 
@@ -202,33 +205,69 @@ class StageRunner:
         if plan.resume_args and interrupted and plan.output.is_dir():
             logger.info("%s: resuming the interrupted attempt in %s", plan.name, plan.output)
             return list(plan.resume_args)
+        finished = state is not None and state.get("status") == "done" and state.get("key") != plan.key
+        if finished and plan.output.is_dir():  # a finished output made with other settings or inputs: kept aside
+            kept = keep_aside(plan.output, state.get("finished_at"))
+            self._say(f"      {plan.name:<10} earlier output (other settings) kept in {kept}")
         for path in (plan.output, plan.staging):
             if path is not None and path.exists():
                 remove_output(path)
         return []
 
     def _run_command(self, argv: list[str], env: dict[str, str], log: Path) -> int:
+        last = [b""]
+        done = threading.Event()
+
+        def progress() -> None:  # a long stage is not silent: elapsed time and its latest log line, now and then
+            started = time.monotonic()
+            while not done.wait(self.progress_s):
+                line = last[0].decode(errors="replace").strip().replace("\r", " ")[-100:]
+                self._say(f"\n      ... {time.monotonic() - started:.0f} s: {line}", end="")
+
         with open(log, "ab") as f:
             f.write(f"\n===== {_now()} $ {' '.join(argv)}\n".encode())
             f.flush()
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **env})
             assert proc.stdout is not None
+            ticker = threading.Thread(target=progress, daemon=True)
+            if not self.echo and self.progress_s:
+                ticker.start()
             try:
                 for line in proc.stdout:  # streamed, so a long stage's log can be followed with tail -f
                     f.write(line)
                     f.flush()
+                    if line.strip():
+                        last[0] = line.rsplit(b"\r", 1)[-1] or line  # progress bars redraw with \r
                     if self.echo:
                         self.out.write(line.decode(errors="replace"))
                 return proc.wait()
             except BaseException:  # SIGTERM/Ctrl-C of the pipeline: the stage goes too (it resumes on the next run)
                 stop_process(proc)
                 raise
+            finally:
+                done.set()
 
     def _say(self, text: str, end: str = "\n") -> None:
         if self.echo and end == "":
             end = "\n"
         self.out.write(text + end)
         self.out.flush()
+
+
+PREVIOUS = "previous"  # run_dir/previous/<stage>.<finished_at>: outputs a changed setting replaced
+
+
+def keep_aside(path: Path, finished_at: str | None) -> Path:
+    """Move a finished stage output to ``run_dir/previous/`` (same file system: a rename), not delete it."""
+    if not (path.parent / RUN_MARKER).is_file():
+        raise StageFailed(f"refusing to move {path}: its folder is not an orpo-pipeline run folder")
+    stamp = (finished_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())).replace(":", "")
+    target = path.parent / PREVIOUS / f"{path.name}.{stamp}"
+    target.parent.mkdir(exist_ok=True)
+    if target.exists():
+        target = target.with_name(f"{target.name}.{os.getpid()}")
+    os.replace(path, target)
+    return target
 
 
 def remove_output(path: Path) -> None:

@@ -226,3 +226,24 @@ except KeyboardInterrupt:
         for _ in range(50):  # reaped by the runner's wait: gone
             os.kill(child_pid, 0)
             time.sleep(0.1)
+
+
+def test_a_changed_setting_keeps_the_earlier_output_aside(tmp_path):
+    run_chain(tmp_path, lr=1)
+    before = (tmp_path / "a" / "manifest.json").read_text()
+    assert run_chain(tmp_path, lr=2)["a"] == "ran"
+    (kept,) = (tmp_path / "previous").glob("a.*")
+    assert (kept / "manifest.json").read_text() == before  # moved aside, not deleted
+    assert (tmp_path / "a" / "manifest.json").read_text() != before
+
+
+def test_a_long_stage_prints_progress(tmp_path):
+    out = io.StringIO()
+    runner = StageRunner(tmp_path / "state", tmp_path / "logs", total=1, out=out, progress_s=0.2)
+    slow = "import time, sys; print('step 1 of 3', flush=True); time.sleep(0.7); " + WRITE.replace(
+        "sys.argv[1]", "sys.argv[1]"
+    )
+    plan = fake_plan(tmp_path, "slow")
+    plan.command = [sys.executable, "-c", slow, str(tmp_path / "slow")]
+    assert runner.run(plan).status == "ran"
+    assert "s: step 1 of 3" in out.getvalue()
