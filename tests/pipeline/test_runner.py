@@ -240,9 +240,7 @@ def test_a_changed_setting_keeps_the_earlier_output_aside(tmp_path):
 def test_a_long_stage_prints_progress(tmp_path):
     out = io.StringIO()
     runner = StageRunner(tmp_path / "state", tmp_path / "logs", total=1, out=out, progress_s=0.2)
-    slow = "import time, sys; print('step 1 of 3', flush=True); time.sleep(0.7); " + WRITE.replace(
-        "sys.argv[1]", "sys.argv[1]"
-    )
+    slow = "import time, sys; print('step 1 of 3', flush=True); time.sleep(0.7); " + WRITE
     plan = fake_plan(tmp_path, "slow")
     plan.command = [sys.executable, "-c", slow, str(tmp_path / "slow")]
     assert runner.run(plan).status == "ran"
