@@ -186,3 +186,12 @@ def test_the_same_store_on_a_real_postgresql_server(tmp_path):
             torn = conn.execute(sa.text("SELECT count(*) FROM completions WHERE length(choices::text) < 500")).scalar()
         engine.dispose()
         assert committed >= 400 and count - 2 >= committed and torn == 2  # the two short rows above
+
+
+@pytest.mark.anyio
+async def test_a_store_that_cannot_be_opened_stops_the_server_at_start(tmp_path):
+    from serve.records import RecordError
+
+    with pytest.raises(RecordError, match="cannot migrate the record store"):
+        async with serving(record=f"sqlite:///{tmp_path}/no/such/folder/r.db"):
+            pass
