@@ -29,3 +29,16 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int = 0o644) 
 def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = False) -> Path:
     """``data`` as indented JSON (``default=str`` for dates and paths), atomically."""
     return write_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
+    """(line number, value) for each non-blank line; ValueError naming the file and line for one that is not JSON."""
+    rows = []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((i, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {i}: not JSON ({exc.msg})") from None
+    return rows

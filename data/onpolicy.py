@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core.io import read_jsonl
+from core.messages import as_messages
 from data.verifiers import Constraint, check, relevant
 
 logger = logging.getLogger(__name__)
@@ -99,14 +101,10 @@ def load_prompts(cfg: GenerateConfig) -> list[dict[str, Any]]:
         path = Path(cfg.prompts).expanduser()
         if not path.is_file():
             raise GenerateError(f"prompts file not found: {path}")
-        rows, source = [], str(path)
-        for i, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise GenerateError(f"{path}: line {i}: not JSON ({exc.msg})") from None
+        try:
+            rows, source = [row for _, row in read_jsonl(path)], str(path)
+        except ValueError as exc:
+            raise GenerateError(str(exc)) from None
     out = [prompt_row(r, f"{source}: row {i}") for i, r in enumerate(rows)]
     if not out:
         raise GenerateError(f"{source}: no prompts")
@@ -130,12 +128,8 @@ def unique_prompts(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def prompt_row(row: Any, where: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise GenerateError(f"{where}: expected an object, got {type(row).__name__}")
-    prompt = row.get("prompt")
-    if isinstance(prompt, str) and prompt.strip():
-        messages = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, list) and prompt and all(isinstance(m, dict) and m.get("content") for m in prompt):
-        messages = prompt
-    else:
+    messages = as_messages(row.get("prompt"))
+    if messages is None:
         raise GenerateError(f"{where}: 'prompt' must be a non-empty string or a list of messages")
     raw = row.get("constraints")
     if not isinstance(raw, list) or not raw:

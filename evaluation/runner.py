@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from core.manifest import read_manifest
+from core.messages import as_messages
 from data.load import load_preference_dataset
 from evaluation.config import EvalConfig
 from evaluation.generate import EvalError, Generation
@@ -108,9 +109,7 @@ def _instruction_following(cfg: EvalConfig, rows: list[dict], model, tokenizer, 
     usable = [r for r in rows if r.get("constraints")]
     if not usable:
         raise EvalError("the dataset has no 'constraints' column, so instruction following cannot be checked")
-    prompts = [
-        r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": r["prompt"]}] for r in usable
-    ]
+    prompts = [as_messages(r["prompt"]) for r in usable]
     generations = _generate(cfg, prompts, model, tokenizer, result)
     vs = verdicts(usable, [g.text for g in generations])
     scores = summarize(vs)

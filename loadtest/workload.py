@@ -8,9 +8,11 @@ ShareGPT). ``max_tokens`` in a row sets its output length. Rows without a usable
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from core.io import read_jsonl
+from core.messages import as_messages
 
 TOKENS_PER_WORD = 1.3  # a rough English ratio, for ShareGPT's target lengths when no tokenizer is at hand
 
@@ -34,12 +36,8 @@ def parse_row(row: Any, where: str) -> dict[str, Any]:
         if max_tokens is None and isinstance(reply, str) and reply.strip():
             max_tokens = max(1, round(len(reply.split()) * TOKENS_PER_WORD))
     else:
-        prompt = row.get("prompt", row.get("messages"))
-        if isinstance(prompt, str) and prompt.strip():
-            messages = [{"role": "user", "content": prompt}]
-        elif isinstance(prompt, list) and prompt and all(isinstance(m, dict) and m.get("content") for m in prompt):
-            messages = prompt
-        else:
+        messages = as_messages(row.get("prompt", row.get("messages")))
+        if messages is None:
             raise WorkloadError(f"{where}: needs 'prompt' (a string or messages), 'messages' or 'conversations'")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise WorkloadError(f"{where}: max_tokens must be a positive integer, got {max_tokens!r}")
@@ -47,15 +45,11 @@ def parse_row(row: Any, where: str) -> dict[str, Any]:
 
 
 def load(path: str | Path) -> list[dict[str, Any]]:
-    rows = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(f"{path}: line {i}: not JSON ({exc.msg})") from None
-        rows.append(parse_row(row, f"{path}: line {i}"))
+    try:
+        lines = read_jsonl(path)
+    except ValueError as exc:
+        raise WorkloadError(str(exc)) from None
+    rows = [parse_row(row, f"{path}: line {i}") for i, row in lines]
     if not rows:
         raise WorkloadError(f"{path}: no requests")
     return rows

@@ -204,6 +204,8 @@ class RecordStore:
                     logger.error("record store write failed (%d records dropped): %s", len(batch), exc)
                     for _ in batch:
                         self.on_drop()
+                for _ in batch:  # written or dropped: flush() waits on this count
+                    self.queue.task_done()
             if time.monotonic() - self._last_prune > 60:
                 self._prune()
 
@@ -222,12 +224,11 @@ class RecordStore:
             logger.error("record store retention failed: %s", exc)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued so far is written (tests, shutdown)."""
+        """Wait until everything queued so far is written or dropped (tests, shutdown); False on timeout."""
         deadline = time.monotonic() + timeout
-        while (not self.queue.empty()) and time.monotonic() < deadline:
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(0.3)  # the batch taken off the queue last
-        return self.queue.empty()
+        return not self.queue.unfinished_tasks
 
     def close(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from core.messages import as_messages
+
 logger = logging.getLogger(__name__)
 
 # What one evaluation logs (prefixed eval_ by transformers); ``if_mean`` is the mean of the four IFEval figures.
@@ -43,10 +45,7 @@ class GenerationEval:
                 "dataset has none"
             )
         self.rows = subset(usable, n)
-        self.prompts = [
-            r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": r["prompt"]}]
-            for r in self.rows
-        ]
+        self.prompts = [as_messages(r["prompt"]) for r in self.rows]
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 
