@@ -4,7 +4,7 @@
 # One step at a time (each uses both cores); every step's command is below, its log in $OUT/logs.
 #
 #   ORPO=/work/runs/orpo-smollm2-140/merged OUT=runs/quality_v2 bash bench/quality_v2.sh [step ...]
-#   python bench/quality_v2_report.py runs/quality_v2 --output bench/results/quality_v2
+#   python bench/quality_report.py runs/quality_v2 --output bench/results/quality_v2
 #
 # steps: ifeval-base ifeval-orpo test-base test-orpo export ifeval-served (default: all, in that order).
 # ORPO: a merged model folder (the committed 140-step recipe: orpo-train --config configs/orpo_smollm2_cpu.yaml).

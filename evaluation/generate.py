@@ -257,7 +257,13 @@ class VLLMSampler:
         from vllm import LLM
 
         try:
-            self.llm = LLM(model=self.model_dir, enforce_eager=True, max_model_len=self.max_model_len, seed=0)
+            # No chunked prefill: on CPU, vLLM 0.32 crashes its engine when a request with its own seed has its
+            # prefill split across steps ("CPU Generator does not use offset", gpu_model_runner._bookkeeping_sync),
+            # and seeded sampling is what makes on-policy pairs reproducible. Offline batches lose nothing by it.
+            self.llm = LLM(
+                model=self.model_dir, enforce_eager=True, max_model_len=self.max_model_len, seed=0,
+                enable_chunked_prefill=False,
+            )  # fmt: skip
         except Exception as e:  # vLLM raises pydantic, ValueError and RuntimeError for models it cannot run
             raise EvalError(f"vLLM cannot run {model_dir}: {_first_line(e)}") from None
 

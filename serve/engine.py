@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from serve.config import ServeConfig, check_servable_model_dir
-from serve.errors import EngineFailure, InvalidRequest
+from serve.errors import EngineDead, EngineFailure, InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +186,8 @@ class VllmEngine:
             if param is None and params.structured_outputs is not None and "rammar" in str(exc):
                 param = "response_format"  # the JSON schema did not compile
             raise InvalidRequest(str(exc), param=param) from exc
-        except EngineDeadError as exc:
-            raise EngineFailure("the inference engine died") from exc
+        except EngineDeadError as exc:  # 503, as for requests that arrive after: retry on another replica
+            raise EngineDead("the inference engine died; this server is restarting, retry on another replica") from exc
         except VLLMError as exc:
             logger.error("generation failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
             raise EngineFailure("generation failed") from exc
@@ -279,6 +279,12 @@ def _build_async_llm(config: ServeConfig, model_dir: Path, stats: EngineStats) -
     structured = (
         StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True) if config.json_compact else None
     )
+    engine_args = dict(config.extra_engine_args)
+    if os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
+        # vLLM 0.32 on CPU kills its engine when a request that carries a `seed` has its prefill split across steps
+        # ("CPU Generator does not use offset"): 32 concurrent seeded requests of ~130 tokens did it here. Whole
+        # prefills avoid it; a long prompt then holds one step longer, which costs little at CPU batch sizes.
+        engine_args.setdefault("enable_chunked_prefill", False)
     args = AsyncEngineArgs(
         model=str(model_dir),
         served_model_name=config.model_name,
@@ -289,7 +295,7 @@ def _build_async_llm(config: ServeConfig, model_dir: Path, stats: EngineStats) -
         trust_remote_code=config.trust_remote_code,
         load_format="safetensors",
         structured_outputs_config=structured,
-        **config.extra_engine_args,
+        **engine_args,
     )
     return AsyncLLM.from_engine_args(args, stat_loggers=[_stats_logger_class(stats)])
 

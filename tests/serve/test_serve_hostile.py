@@ -146,6 +146,31 @@ def test_a_stream_nobody_reads_loses_its_slot_after_the_deadline(server, record_
     assert held == 0
 
 
+def test_seeded_requests_whose_prefills_would_be_chunked_all_succeed(tmp_path):
+    """vLLM 0.32 on CPU killed its engine when a request with a `seed` had its prefill split across steps ("CPU
+    Generator does not use offset"): 32 concurrent seeded prompts of ~250 tokens overflow one step's token budget
+    (4096) and did it. orpo-serve turns chunked prefill off on CPU; every request must now succeed."""
+    import asyncio
+
+    async def burst(url: str) -> list[int]:
+        async with httpx.AsyncClient(timeout=120) as client:
+
+            async def one(i: int) -> int:
+                body = {"model": TINY_NAME, "messages": [{"role": "user", "content": f"word{i} " * 120}],
+                        "max_tokens": 8, "seed": i, "temperature": 1.0}  # fmt: skip
+                r = await client.post(f"{url}/v1/chat/completions", json=body, headers=AUTH)
+                return r.status_code
+
+            return await asyncio.gather(*(one(i) for i in range(32)))
+
+    argv = ["--kv-cache-gib", "1", "--enforce-eager", "--max-concurrency", "32"]
+    for srv in run_tiny_server(tmp_path, argv, env={"ORPO_SERVE_API_KEYS": KEY}):
+        codes = asyncio.run(burst(srv.url))
+        assert codes == [200] * 32, codes
+        assert srv.proc.poll() is None
+    assert "does not use offset" not in (tmp_path / "server.log").read_text(errors="replace")
+
+
 def test_engine_death_ready_503_envelopes_and_exit_nonzero(server):
     """Runs last: kills vLLM's engine process under the server."""
     children = [int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()]
