@@ -16,7 +16,7 @@ env:
 # ~25-30 min measured on 2 CPU cores).
 # `make demo DEMO_ARGS=--quick` for a first look; re-running skips every stage that is up to date.
 demo: env
-	$(PY) -m pipeline.cli $(DEMO_ARGS)
+	$(PY) -m orpo_deploy.pipeline.cli $(DEMO_ARGS)
 
 test: env
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
@@ -31,4 +31,4 @@ format: env
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 data: env
-	$(PY) -m data.build
+	$(PY) -m orpo_deploy.data.build

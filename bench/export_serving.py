@@ -27,8 +27,8 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def load_prompts(n: int) -> list[list[dict[str, str]]]:
-    from data.load import load_preference_dataset
-    from export.calibration import evenly_spaced
+    from orpo_deploy.data.load import load_preference_dataset
+    from orpo_deploy.export.calibration import evenly_spaced
 
     rows = evenly_spaced(load_preference_dataset(None, split="test").to_list(), n)
     return [r["prompt"] for r in rows]
@@ -60,8 +60,7 @@ def run_vllm(model_dir: str, prompts: list, max_tokens: int) -> dict:
 
 def run_hf(model_dir: str, prompts: list, max_tokens: int) -> dict:
     import torch
-
-    from evaluation.loading import load_model
+    from orpo_deploy.evaluation.loading import load_model
 
     start = time.perf_counter()
     _, model, tok = load_model(model_dir)
@@ -109,7 +108,7 @@ def worker(spec: str) -> None:
 
 
 def run_job(engine: str, name: str, model_dir: str, prompts: list, max_tokens: int, timeout_s: int) -> dict:
-    from export.quality import vllm_serves_4bit
+    from orpo_deploy.export.quality import vllm_serves_4bit
 
     row = {"engine": engine, "model": name, "model_dir": model_dir, "size_on_disk_bytes": folder_bytes(model_dir)}
     ok, why = vllm_serves_4bit()
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker)
         return 0
     sys.path.insert(0, str(ROOT))
-    from core.models import resolve_model
+    from orpo_deploy.core.models import resolve_model
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     prompts = load_prompts(args.prompts)

@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from train.allocator import CHOICES as ALLOCATORS
-from train.allocator import ENV_VAR, find_jemalloc, jemalloc_env
+from orpo_deploy.train.allocator import CHOICES as ALLOCATORS
+from orpo_deploy.train.allocator import ENV_VAR, find_jemalloc, jemalloc_env
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -51,9 +51,8 @@ GB = 1e9  # decimal, as the issue's figures
 def synthetic_pairs(tokenizer, n: int, join: int = 8):
     """``n`` pairs of our train split whose responses are ``join`` consecutive answers: longer than any length."""
     from datasets import Dataset
-
-    from train.data_prep import format_pairs
-    from train.pipeline import load_pairs
+    from orpo_deploy.train.data_prep import format_pairs
+    from orpo_deploy.train.pipeline import load_pairs
 
     rows = format_pairs(load_pairs(None, "train"), tokenizer).to_list()
 
@@ -74,12 +73,11 @@ def synthetic_pairs(tokenizer, n: int, join: int = 8):
 def child(job: dict) -> dict:
     """One configuration in this (fresh) process: build orpo-train's trainer, run warm-up + timed steps."""
     import torch
+    from orpo_deploy.core.models import resolve_model
+    from orpo_deploy.train.config import TrainConfig
+    from orpo_deploy.train.data_prep import truncate_pairs
+    from orpo_deploy.train.trainer import build_trainer
     from transformers import AutoTokenizer, TrainerCallback
-
-    from core.models import resolve_model
-    from train.config import TrainConfig
-    from train.data_prep import truncate_pairs
-    from train.trainer import build_trainer
 
     torch.set_num_threads(job["threads"])
     batch, length, total_steps = job["batch"], job["length"], job["warmup"] + job["steps"]
@@ -154,7 +152,6 @@ def run_child(path: str, batch: int, length: int, args: argparse.Namespace, step
             # above it in its own mapping, returned on free: peak RSS then follows the live tensors, as CUDA max
             # allocated does on a GPU. The same setting for every path.
             env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
         log = Path(tmp) / "child.log"
         started = time.perf_counter()
         try:
@@ -416,5 +413,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     sys.exit(main())

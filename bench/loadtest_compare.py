@@ -20,10 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
-
-from core.models import TINY_NAME, resolve_model
-from loadtest.cli import main as loadtest_main
-from loadtest.servers import free_port, start_server, stop_server
+from orpo_deploy.core.models import TINY_NAME, resolve_model
+from orpo_deploy.loadtest.cli import main as loadtest_main
+from orpo_deploy.loadtest.servers import free_port, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +45,7 @@ RATIOS = ["output_tokens_per_s", "ttft_ms.p50", "ttft_ms.p95"]
 def server_command(kind: str, model_dir: Path, name: str, port: int, max_model_len: int) -> list[str]:
     common = ["--port", str(port), "--max-model-len", str(max_model_len), "--enforce-eager"]
     if kind == "orpo-serve":
-        return [sys.executable, "-m", "serve", "--model", str(model_dir), "--served-model-name", name,
+        return [sys.executable, "-m", "orpo_deploy.serve", "--model", str(model_dir), "--served-model-name", name,
                 "--kv-cache-gib", "1", "--allow-benchmark-params", *common]  # fmt: skip
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", name, "--host", "127.0.0.1", "--load-format", "safetensors", *common]  # fmt: skip

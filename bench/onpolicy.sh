@@ -35,17 +35,17 @@ step() {  # name command...
 
 for s in $STEPS; do
     case $s in
-        generate) step "$s" $PY -m data.cli generate --model "$BASE" --split train --k "$K" --limit "$LIMIT" \
+        generate) step "$s" $PY -m orpo_deploy.data.cli generate --model "$BASE" --split train --k "$K" --limit "$LIMIT" \
             --max-new-tokens 256 --seed 0 --output "$OUT/pairs" ;;
         # shellcheck disable=SC2086
-        train) step "$s" $PY -m train.cli --config configs/orpo_smollm2_cpu.yaml --set "dataset=$OUT/pairs/pairs.jsonl" \
+        train) step "$s" $PY -m orpo_deploy.train.cli --config configs/orpo_smollm2_cpu.yaml --set "dataset=$OUT/pairs/pairs.jsonl" \
             $TRAIN_SETS --output-dir "$OUT/orpo-onpolicy" ;;
-        dev) step "$s" $PY -m evaluation.cli --model "$ORPO" --dataset dev --no-preference --max-new-tokens 256 \
+        dev) step "$s" $PY -m orpo_deploy.evaluation.cli --model "$ORPO" --dataset dev --no-preference --max-new-tokens 256 \
             --output "$OUT/dev-onpolicy" ;;
-        ifeval-onpolicy) step "$s" $PY -m evaluation.cli --model "$ORPO" --benchmark ifeval --output "$OUT/ifeval-onpolicy" ;;
-        ifeval-collage) step "$s" $PY -m evaluation.cli --model "$COLLAGE" --benchmark ifeval --output "$OUT/ifeval-collage" ;;
-        test-onpolicy) step "$s" $PY -m evaluation.cli --model "$ORPO" --output "$OUT/test-onpolicy" ;;
-        test-collage) step "$s" $PY -m evaluation.cli --model "$COLLAGE" --output "$OUT/test-collage" ;;
+        ifeval-onpolicy) step "$s" $PY -m orpo_deploy.evaluation.cli --model "$ORPO" --benchmark ifeval --output "$OUT/ifeval-onpolicy" ;;
+        ifeval-collage) step "$s" $PY -m orpo_deploy.evaluation.cli --model "$COLLAGE" --benchmark ifeval --output "$OUT/ifeval-collage" ;;
+        test-onpolicy) step "$s" $PY -m orpo_deploy.evaluation.cli --model "$ORPO" --output "$OUT/test-onpolicy" ;;
+        test-collage) step "$s" $PY -m orpo_deploy.evaluation.cli --model "$COLLAGE" --output "$OUT/test-collage" ;;
         *) echo "unknown step $s" >&2; exit 2 ;;
     esac || echo "[onpolicy] $s failed: see $OUT/logs/$s.log"
 done

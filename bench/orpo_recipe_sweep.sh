@@ -18,12 +18,12 @@ b2.0_lr2e-4_s80:2.0:2e-4:80 b0.5_lr5e-4_s80:0.5:5e-4:80 b1.0_lr5e-4_s80:1.0:5e-4
 b1.0_lr1e-3_s80:1.0:1e-3:80 b0.5_lr5e-4_s160:0.5:5e-4:160 b1.0_lr5e-4_s160:1.0:5e-4:160"}
 
 evaluate() {  # model output-name
-    $PY -m evaluation.cli --model "$1" --engine hf --batch-size "$EVAL_BATCH" --max-new-tokens 256 \
+    $PY -m orpo_deploy.evaluation.cli --model "$1" --engine hf --batch-size "$EVAL_BATCH" --max-new-tokens 256 \
         --output "$OUT/res/$2" > "$OUT/logs/$2.eval.log" 2>&1
 }
 chain() {  # name:beta:lr:steps
     IFS=: read -r name beta lr steps <<< "$1"
-    $PY -m train.cli --config configs/orpo_smollm2_cpu.yaml --output-dir "$OUT/runs/$name" --beta "$beta" \
+    $PY -m orpo_deploy.train.cli --config configs/orpo_smollm2_cpu.yaml --output-dir "$OUT/runs/$name" --beta "$beta" \
         --learning-rate "$lr" --max-steps "$steps" --set eval_steps=1000 --set save_steps=1000 \
         > "$OUT/logs/$name.train.log" 2>&1 && evaluate "$OUT/runs/$name/merged" "$name"
     local rc=$?  # the chain's status, not the copy's

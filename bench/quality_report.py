@@ -20,10 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evaluation.ifeval import COVERED
-from evaluation.markdown import FIGURE_NAMES, fmt_ci
-from evaluation.paired import paired_diffs, read_responses
-from evaluation.stats import excludes_zero, instruction_parts, paired_diff_ci
+from orpo_deploy.evaluation.ifeval import COVERED
+from orpo_deploy.evaluation.markdown import FIGURE_NAMES, fmt_ci
+from orpo_deploy.evaluation.paired import paired_diffs, read_responses
+from orpo_deploy.evaluation.stats import excludes_zero, instruction_parts, paired_diff_ci
 
 PUBLISHED_IFEVAL_MEAN = 0.299  # SmolLM2-135M-Instruct model card, official bf16 weights
 V2_ARMS = ["base=base", "ORPO (140 steps)=orpo", "GPTQ, served=served"]

@@ -30,7 +30,7 @@ step() {  # name command...
 }
 
 served_ifeval() {  # orpo-serve on the GPTQ folder, IFEval through its API, then SIGTERM
-    $PY -m serve --model "$OUT/gptq" --port "$PORT" --max-model-len 2048 --kv-cache-gib 4 \
+    $PY -m orpo_deploy.serve --model "$OUT/gptq" --port "$PORT" --max-model-len 2048 --kv-cache-gib 4 \
         --max-tokens-cap 1024 > "$OUT/logs/serve.log" 2>&1 &
     local pid=$!
     for _ in $(seq 600); do
@@ -38,7 +38,7 @@ served_ifeval() {  # orpo-serve on the GPTQ folder, IFEval through its API, then
         kill -0 $pid 2>/dev/null || { echo "orpo-serve exited"; return 1; }
         sleep 1
     done
-    $PY -m evaluation.cli --endpoint "http://127.0.0.1:$PORT" --benchmark ifeval --concurrency 32 \
+    $PY -m orpo_deploy.evaluation.cli --endpoint "http://127.0.0.1:$PORT" --benchmark ifeval --concurrency 32 \
         --output "$OUT/ifeval-served"
     local rc=$?
     kill -TERM $pid; wait $pid
@@ -47,11 +47,11 @@ served_ifeval() {  # orpo-serve on the GPTQ folder, IFEval through its API, then
 
 for s in $STEPS; do
     case $s in
-        ifeval-base) step "$s" $PY -m evaluation.cli --model "$BASE" --benchmark ifeval --output "$OUT/ifeval-base" ;;
-        ifeval-orpo) step "$s" $PY -m evaluation.cli --model "$ORPO" --benchmark ifeval --output "$OUT/ifeval-orpo" ;;
-        test-base) step "$s" $PY -m evaluation.cli --model "$BASE" --output "$OUT/test-base" ;;
-        test-orpo) step "$s" $PY -m evaluation.cli --model "$ORPO" --output "$OUT/test-orpo" ;;
-        export) step "$s" $PY -m export.cli --model "$ORPO" --method gptq --group-size 32 --min-retention 0 \
+        ifeval-base) step "$s" $PY -m orpo_deploy.evaluation.cli --model "$BASE" --benchmark ifeval --output "$OUT/ifeval-base" ;;
+        ifeval-orpo) step "$s" $PY -m orpo_deploy.evaluation.cli --model "$ORPO" --benchmark ifeval --output "$OUT/ifeval-orpo" ;;
+        test-base) step "$s" $PY -m orpo_deploy.evaluation.cli --model "$BASE" --output "$OUT/test-base" ;;
+        test-orpo) step "$s" $PY -m orpo_deploy.evaluation.cli --model "$ORPO" --output "$OUT/test-orpo" ;;
+        export) step "$s" $PY -m orpo_deploy.export.cli --model "$ORPO" --method gptq --group-size 32 --min-retention 0 \
             --eval-limit 64 --eval-max-new-tokens 128 --calibration-size 64 --output "$OUT/gptq" --overwrite ;;
         ifeval-served) step "$s" served_ifeval ;;
         *) echo "unknown step $s" >&2; exit 2 ;;

@@ -28,8 +28,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.models import resolve_model  # noqa: E402
-from loadtest.servers import free_port, start_server, stop_server  # noqa: E402
+from orpo_deploy.core.models import resolve_model  # noqa: E402
+from orpo_deploy.loadtest.servers import free_port, start_server, stop_server  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 MESSAGES = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
@@ -43,7 +43,7 @@ def server_command(kind: str, model_dir: Path, name: str, port: int, args: argpa
         return [
             sys.executable,
             "-m",
-            "serve",
+            "orpo_deploy.serve",
             "--model",
             str(model_dir),
             "--served-model-name",

@@ -13,10 +13,10 @@ import argparse
 import logging
 import sys
 
-from compare.config import CompareConfig
-from core.cli import ArgumentParser, UsageError
-from train.cli import parse_overrides
-from train.config import ConfigError
+from orpo_deploy.compare.config import CompareConfig
+from orpo_deploy.core.cli import ArgumentParser, UsageError
+from orpo_deploy.train.cli import parse_overrides
+from orpo_deploy.train.config import ConfigError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -33,8 +33,8 @@ def parse_config(argv: list[str] | None) -> tuple[CompareConfig, argparse.Namesp
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from compare.runner import CompareError
-    from core.models import ModelError
+    from orpo_deploy.compare.runner import CompareError
+    from orpo_deploy.core.models import ModelError
 
     # A bad config or model is the caller's to fix (usage); a failed stage names its log.
     exit_codes = {UsageError: EXIT_USAGE, ConfigError: EXIT_USAGE, ModelError: EXIT_USAGE, CompareError: EXIT_FAILED}
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
             sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return 0
-        from compare.runner import run_compare
+        from orpo_deploy.compare.runner import run_compare
 
         out = run_compare(cfg)
     except tuple(exit_codes) as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 # train.config's YAML reader, key check and type coercion, so both stages read config files alike.
-from train.config import PRECISIONS, ConfigError, TrainConfig, check_keys, coerce_fields, read_yaml
+from orpo_deploy.train.config import PRECISIONS, ConfigError, TrainConfig, check_keys, coerce_fields, read_yaml
 
 ENGINES = ("vllm", "hf")
 # Save only the end-of-training checkpoint (trl saves at the last step with save_strategy "steps"): equal in all arms.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compare.report import ARM_LABELS, peak_memory
+from orpo_deploy.compare.report import ARM_LABELS, peak_memory
 
 COLOURS = {"base": "#999999", "sft": "#4c72b0", "sft_dpo": "#dd8452", "orpo": "#55a868", "dpo": "#c44e52"}
 

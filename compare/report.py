@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evaluation.markdown import fmt_ci
+from orpo_deploy.evaluation.markdown import fmt_ci
 
 # Arm -> the training stages it runs, in order. Totals: times add up, peak memory is the max over stages.
 ARMS = {"sft": ("sft",), "sft_dpo": ("sft", "dpo"), "orpo": ("orpo",)}
@@ -97,7 +97,7 @@ def memory_claim(orpo: dict[str, Any], sft_dpo: dict[str, Any], measure: str) ->
 def quality_claim(orpo: dict[str, Any], sft_dpo: dict[str, Any]) -> dict[str, Any]:
     """ORPO vs SFT -> DPO on the stand-in for a win rate, decided only when the paired 95 % interval of the
     difference (bootstrap over the same prompts, clustered by topic) lies wholly on one side of zero."""
-    from evaluation.paired import paired_diffs
+    from orpo_deploy.evaluation.paired import paired_diffs
 
     p1, p2 = orpo["instruction_following"][QUALITY_KEY], sft_dpo["instruction_following"][QUALITY_KEY]
     n = orpo["instruction_following"]["prompts"]

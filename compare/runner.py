@@ -18,15 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compare.config import CompareConfig
-from compare.report import build_report, to_markdown
-from compare.stage import MERGE_DTYPE
-from core.manifest import atomic_output_dir, library_versions, make_manifest, write_manifest
+from orpo_deploy.compare.config import CompareConfig
+from orpo_deploy.compare.report import build_report, to_markdown
+from orpo_deploy.compare.stage import MERGE_DTYPE
+from orpo_deploy.core.manifest import atomic_output_dir, library_versions, make_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
 WORK_MARKER = ".orpo-compare-work"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EVALUATED = ("base", "sft", "sft_dpo", "orpo")
 
 
@@ -38,7 +37,7 @@ def run_compare(cfg: CompareConfig) -> Path:
     """Run every stage and evaluation; returns the report folder."""
     started = time.perf_counter()
     work = prepare_work_dir(cfg.work_path)
-    from core.models import resolve_model
+    from orpo_deploy.core.models import resolve_model
 
     base_dir = resolve_model(cfg.model)
     stages: dict[str, dict[str, Any]] = {}
@@ -48,7 +47,14 @@ def run_compare(cfg: CompareConfig) -> Path:
     # orpo-train merges into the base's dtype (bf16 for SmolLM2); SFT and DPO merge in fp32. An fp32 merge of
     # ORPO's adapter, outside its timed stage, lets every arm be evaluated without bf16 rounding of its update.
     orpo_eval_dir = work / "orpo" / f"merged-{MERGE_DTYPE}"
-    merge_cmd = ["-m", "train.merge", stages["orpo"]["adapter_dir"], str(orpo_eval_dir), "--dtype", MERGE_DTYPE]
+    merge_cmd = [
+        "-m",
+        "orpo_deploy.train.merge",
+        stages["orpo"]["adapter_dir"],
+        str(orpo_eval_dir),
+        "--dtype",
+        MERGE_DTYPE,
+    ]
     run_child(merge_cmd, work / "logs" / "orpo-merge-fp32.log")
     models = {
         "base": str(base_dir),
@@ -94,7 +100,7 @@ def train_stage(cfg: CompareConfig, work: Path, stage: str, model: str | None) -
     }
     spec_path = stage_dir / "stage_spec.json"
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
-    process_s = run_child(["-m", "compare.stage", str(spec_path)], work / "logs" / f"{stage}.log")
+    process_s = run_child(["-m", "orpo_deploy.compare.stage", str(spec_path)], work / "logs" / f"{stage}.log")
     result = json.loads(Path(spec["result"]).read_text())
     result["process_s"] = round(process_s, 2)
     logger.info(
@@ -111,7 +117,7 @@ def train_stage(cfg: CompareConfig, work: Path, stage: str, model: str | None) -
 def evaluate(cfg: CompareConfig, work: Path, name: str, model_dir: str) -> dict[str, Any]:
     """orpo-eval on one model in a child process (vLLM's engine wants its own process anyway)."""
     out = work / "eval" / name
-    cmd = ["-m", "evaluation.cli", "--model", model_dir, "--output", str(out)]
+    cmd = ["-m", "orpo_deploy.evaluation.cli", "--model", model_dir, "--output", str(out)]
     cmd += ["--max-new-tokens", str(cfg.eval_max_new_tokens), "--batch-size", str(cfg.eval_batch_size)]
     cmd += ["--engine", cfg.eval_engine] + (["--limit", str(cfg.eval_limit)] if cfg.eval_limit else [])
     process_s = run_child(cmd, work / "logs" / f"eval-{name}.log")
@@ -129,9 +135,8 @@ def evaluate(cfg: CompareConfig, work: Path, name: str, model_dir: str) -> dict[
 
 
 def run_child(args: list[str], log_path: Path) -> float:
-    """``python ARGS`` with this checkout first on the path, output to ``log_path``; returns its wall time."""
+    """``python ARGS``, output to ``log_path``; returns its wall time."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.perf_counter()
@@ -147,7 +152,7 @@ def run_child(args: list[str], log_path: Path) -> float:
 
 def read_curve(metrics_path: Path) -> list[dict[str, Any]]:
     """The per-step training records of a metrics.jsonl, reduced to the keys the charts use."""
-    from train.callbacks import read_metrics
+    from orpo_deploy.train.callbacks import read_metrics
 
     keys = ("loss", "nll_loss", "rewards/accuracies", "rewards/margins", "learning_rate", "tokens_per_second")
     return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in read_metrics(metrics_path) if "loss" in r]
@@ -169,7 +174,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_report(cfg: CompareConfig, work: Path, report: dict[str, Any]) -> None:
-    from compare.plots import plot_all
+    from orpo_deploy.compare.plots import plot_all
 
     with atomic_output_dir(Path(cfg.output), overwrite=True) as tmp:
         for name in EVALUATED:

@@ -1,6 +1,6 @@
 """One training stage of ``orpo-compare``, run in its own process so its peak memory is its own.
 
-    python -m compare.stage SPEC.json
+    python -m orpo_deploy.compare.stage SPEC.json
 
 SPEC holds ``stage`` ('orpo', 'sft' or 'dpo'), ``train`` (the orpo-train config of the stage), ``dpo_beta`` and
 ``result`` (where to write the figures). ORPO runs the orpo-train recipe itself (``train.pipeline``); SFT and DPO
@@ -28,11 +28,11 @@ MERGE_DTYPE = "float32"
 def run_stage(stage: str, train: dict[str, Any], dpo_beta: float) -> dict[str, Any]:
     """Run one stage; returns its figures (the caller adds nothing but the process wall time)."""
     started = time.perf_counter()
-    from train.config import TrainConfig
+    from orpo_deploy.train.config import TrainConfig
 
     cfg = TrainConfig(**train)
     if stage == "orpo":
-        from train.pipeline import run_training
+        from orpo_deploy.train.pipeline import run_training
 
         merged = run_training(cfg)
     elif stage in ("sft", "dpo"):
@@ -59,13 +59,12 @@ def run_stage(stage: str, train: dict[str, Any], dpo_beta: float) -> dict[str, A
 
 def run_baseline(stage: str, cfg, dpo_beta: float) -> Path:
     """The orpo-train recipe with trl's SFT or DPO trainer: data -> trainer -> train -> adapter -> merge."""
+    from orpo_deploy.core.manifest import library_versions, make_manifest, weights_sha256, write_manifest
+    from orpo_deploy.core.models import resolve_model
+    from orpo_deploy.train import baselines
+    from orpo_deploy.train.merge import merge_adapter
+    from orpo_deploy.train.pipeline import dataset_record, load_pairs, prepare_pairs, prepare_run_dir
     from transformers import AutoTokenizer
-
-    from core.manifest import library_versions, make_manifest, weights_sha256, write_manifest
-    from core.models import resolve_model
-    from train import baselines
-    from train.merge import merge_adapter
-    from train.pipeline import dataset_record, load_pairs, prepare_pairs, prepare_run_dir
 
     prepare_run_dir(cfg, resume=False)
     base_dir = resolve_model(cfg.model)
@@ -96,7 +95,7 @@ def run_baseline(stage: str, cfg, dpo_beta: float) -> Path:
 
 def _train_summary(metrics_path: Path) -> dict[str, Any]:
     """The end-of-training record of metrics.jsonl (train_runtime, tokens/s of the session, last step)."""
-    from train.callbacks import read_metrics
+    from orpo_deploy.train.callbacks import read_metrics
 
     for record in reversed(read_metrics(metrics_path)):
         if "train_runtime" in record:
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("compare.stage: error: usage: python -m compare.stage SPEC.json", file=sys.stderr)
+        print("compare.stage: error: usage: python -m orpo_deploy.compare.stage SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text())
     result = run_stage(spec["stage"], spec["train"], spec["dpo_beta"])

@@ -59,7 +59,7 @@ def make_manifest(stage: str, **fields: Any) -> dict[str, Any]:
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    from core.io import write_json
+    from orpo_deploy.core.io import write_json
 
     return write_json(Path(folder) / MANIFEST_NAME, manifest, sort_keys=True)
 

@@ -83,6 +83,6 @@ def _card(base_model: str | None, tags: list[str], body: str) -> str:
 
 
 def write_card(folder: str | Path, text: str) -> Path:
-    from core.io import write_atomic
+    from orpo_deploy.core.io import write_atomic
 
     return write_atomic(Path(folder) / "README.md", text)

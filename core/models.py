@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from core.manifest import (
+from orpo_deploy.core.manifest import (
     atomic_output_dir,
     library_versions,
     make_manifest,

@@ -1,7 +1,7 @@
 """Build the IFEval-style preference splits, deterministically, from the hand-written topics.
 
-    python -m data.build            # write data/splits/*.jsonl
-    python -m data.build --check    # exit 1 if the committed files differ from a fresh build
+    python -m orpo_deploy.data.build            # write data/splits/*.jsonl
+    python -m orpo_deploy.data.build --check    # exit 1 if the committed files differ from a fresh build
 
 Topics (not prompts) are split 70/10/20 into train, dev and test, per domain. Each base prompt gets several
 constrained variants; chosen follows every constraint (asserted with the verifiers) and is about its topic
@@ -26,13 +26,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from core.io import write_atomic
-from data.compose import LENGTH_KINDS, Infeasible, draw_style, render, sentence_range
-from data.rejections import Shaped, natural_answers, near_misses, off_topic_answers, vague_answers
-from data.sampling import sample_constraints
-from data.splits import SPLITS_DIR
-from data.topics import Topic, load_topics
-from data.verifiers import (
+from orpo_deploy.core.io import write_atomic
+from orpo_deploy.data.compose import LENGTH_KINDS, Infeasible, draw_style, render, sentence_range
+from orpo_deploy.data.rejections import Shaped, natural_answers, near_misses, off_topic_answers, vague_answers
+from orpo_deploy.data.sampling import sample_constraints
+from orpo_deploy.data.splits import SPLITS_DIR
+from orpo_deploy.data.topics import Topic, load_topics
+from orpo_deploy.data.verifiers import (
     KINDS,
     TRAIN_KINDS,
     Constraint,
@@ -240,7 +240,7 @@ def _differs(path: Path, data: bytes) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.build", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m orpo_deploy.data.build", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=SPLITS_DIR, help="folder for the split files")
     parser.add_argument("--check", action="store_true", help="compare with the files in --out, write nothing")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed; the splits use the default")
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = [name for name, data in files.items() if _differs(args.out / name, data)]
         if stale:
-            msg = f"{', '.join(stale)} in {args.out} differ from a fresh build; run python -m data.build"
+            msg = f"{', '.join(stale)} in {args.out} differ from a fresh build; run python -m orpo_deploy.data.build"
             print(f"error: {msg}", file=sys.stderr)
             return 1
         logger.info("%s matches a fresh build", args.out)

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from data.onpolicy import GenerateConfig, GenerateError
+from orpo_deploy.data.onpolicy import GenerateConfig, GenerateError
 
 
 def generate_parser(sub) -> None:
@@ -50,15 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     fb.add_argument("--since", help="only completions from this ISO date/time on")
     fb.add_argument("--until", help="only completions before this ISO date/time")
     fb.add_argument("--dev-percent", type=int, default=10, help="prompts held out as dev, by prompt hash (10)")
-    build = sub.add_parser("build", help="rebuild our committed splits (python -m data.build)")
+    build = sub.add_parser("build", help="rebuild our committed splits (python -m orpo_deploy.data.build)")
     build.add_argument("--check", action="store_true", help="exit 1 if the committed files differ")
     args = parser.parse_args(argv)
     if args.command == "build":
-        from data.build import main as build_main
+        from orpo_deploy.data.build import main as build_main
 
         return build_main(["--check"] if args.check else [])
     if args.command == "from-feedback":
-        from data.feedback import FeedbackDataError, run
+        from orpo_deploy.data.feedback import FeedbackDataError, run
 
         try:
             out = run(args.url, args.output, args.model_sha, args.since, args.until, args.dev_percent)
@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pairs written to {out}/")
         return 0
     values = {k: v for k, v in vars(args).items() if k not in ("command", "api_key_env")}
-    from core.models import ModelError
-    from evaluation.generate import EvalError
+    from orpo_deploy.core.models import ModelError
+    from orpo_deploy.evaluation.generate import EvalError
 
     try:
         cfg = GenerateConfig(**values, api_key=os.environ.get(args.api_key_env) if args.endpoint else None)
-        from data.onpolicy import run
+        from orpo_deploy.data.onpolicy import run
 
         out = run(cfg)
     except (GenerateError, ModelError, EvalError) as exc:

@@ -15,8 +15,8 @@ import random
 import re
 from dataclasses import dataclass
 
-from data.topics import Topic
-from data.verifiers import Constraint, count_occurrences
+from orpo_deploy.data.topics import Topic
+from orpo_deploy.data.verifiers import Constraint, count_occurrences
 
 START_PHRASES = ("Sure.", "Good question.", "Here is a short answer.", "Let me explain.")
 END_PHRASES = (

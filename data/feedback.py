@@ -118,7 +118,7 @@ def build_pairs(rows: dict[int, dict], marks: list[dict], dev_percent: int = 10)
 
 
 def run(url: str, output: str, model_sha: str | None, since: str | None, until: str | None, dev_percent: int) -> Path:
-    from core.manifest import atomic_output_dir, make_manifest, sha256_file, write_manifest
+    from orpo_deploy.core.manifest import atomic_output_dir, make_manifest, sha256_file, write_manifest
 
     if not 0 <= dev_percent <= 50:
         raise FeedbackDataError(f"--dev-percent must be in 0..50, got {dev_percent}")

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from data.splits import split_path
+from orpo_deploy.data.splits import split_path
 
 FIELDS = ("prompt", "chosen", "rejected")
 
@@ -28,7 +28,9 @@ def default_split_path(split: str = "train", conversational: bool = True) -> Pat
     """Our committed split; conversational by default so trainers apply the model's chat template."""
     path = split_path(f"{split}_conversational" if conversational else split)
     if not path.is_file():
-        raise DatasetError(f"{path}: our {split!r} split is missing (rebuild it with `python -m data.build`)")
+        raise DatasetError(
+            f"{path}: our {split!r} split is missing (rebuild it with `python -m orpo_deploy.data.build`)"
+        )
     return path
 
 

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core.io import read_jsonl
-from core.messages import as_messages
-from data.verifiers import Constraint, check, relevant
+from orpo_deploy.core.io import read_jsonl
+from orpo_deploy.core.messages import as_messages
+from orpo_deploy.data.verifiers import Constraint, check, relevant
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,10 @@ class GenerateConfig:
 
 def load_prompts(cfg: GenerateConfig) -> list[dict[str, Any]]:
     """Prompt rows ({id, messages, constraints, relevance, topic}); one line naming the row for a bad one."""
-    from evaluation.runner import subset
+    from orpo_deploy.evaluation.runner import subset
 
     if cfg.prompts is None:
-        from data.splits import load_split
+        from orpo_deploy.data.splits import load_split
 
         rows, source = load_split(cfg.split), f"our {cfg.split} split"
         rows = unique_prompts(rows)
@@ -186,7 +186,7 @@ def prompt_seed(seed: int, prompt_id: str) -> int:
 
 def sample_chunk(cfg: GenerateConfig, rows: Sequence[dict[str, Any]], engine: Any) -> list[dict[str, Any]]:
     """k judged answers for each row of one chunk."""
-    from evaluation.generate import Sampling
+    from orpo_deploy.evaluation.generate import Sampling
 
     sampling = Sampling(cfg.k, cfg.temperature, cfg.top_p, [prompt_seed(cfg.seed, r["id"]) for r in rows])
     out = engine([r["messages"] for r in rows], sampling)
@@ -203,17 +203,17 @@ def sample_chunk(cfg: GenerateConfig, rows: Sequence[dict[str, Any]], engine: An
 def make_engine(cfg: GenerateConfig, rows: Sequence[dict[str, Any]]):
     """A function (prompts, Sampling) -> k Generations per prompt; the model is loaded once (vLLM's context is
     sized for every row, so later chunks fit)."""
-    from evaluation import generate
+    from orpo_deploy.evaluation import generate
 
     if cfg.endpoint is not None:
         return lambda prompts, sampling: generate.sample_endpoint(
             cfg.endpoint, prompts, sampling, cfg.api_key, cfg.served_model, cfg.max_new_tokens
         )
-    from core.models import resolve_model
+    from orpo_deploy.core.models import resolve_model
 
     model_dir = str(resolve_model(cfg.model))
     if cfg.engine == "hf":
-        from evaluation.loading import load_model
+        from orpo_deploy.evaluation.loading import load_model
 
         _, model, tokenizer = load_model(model_dir)
         return lambda prompts, sampling: generate.sample_hf(model, tokenizer, prompts, cfg.max_new_tokens, sampling)
@@ -222,9 +222,8 @@ def make_engine(cfg: GenerateConfig, rows: Sequence[dict[str, Any]]):
 
 def run(cfg: GenerateConfig) -> Path:
     """Sample (resuming finished chunks), pick pairs, write pairs + stats + manifest; returns the output folder."""
+    from orpo_deploy.core.manifest import atomic_output_dir, make_manifest, sha256_file, write_manifest
     from tqdm.auto import tqdm
-
-    from core.manifest import atomic_output_dir, make_manifest, sha256_file, write_manifest
 
     started = time.perf_counter()
     rows = load_prompts(cfg)  # bad input fails here, before a model is loaded
@@ -289,7 +288,7 @@ def check_resume(work: Path, settings: dict[str, Any]) -> None:
 
 
 def write_chunk(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    from core.io import write_atomic
+    from orpo_deploy.core.io import write_atomic
 
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 

@@ -6,9 +6,9 @@ import random
 import re
 from dataclasses import dataclass
 
-from data.compose import END_PHRASES, LENGTH_KINDS, START_PHRASES, Infeasible, Style, natural_answer, render
-from data.topics import Topic
-from data.verifiers import Constraint
+from orpo_deploy.data.compose import END_PHRASES, LENGTH_KINDS, START_PHRASES, Infeasible, Style, natural_answer, render
+from orpo_deploy.data.topics import Topic
+from orpo_deploy.data.verifiers import Constraint
 
 VAGUE_REPLIES = (
     "That is a good question. It depends on many different factors and the answer can vary a lot. "

@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from data.compose import (
+from orpo_deploy.data.compose import (
     END_PHRASES,
     LAYOUTS,
     NOVEL_END_PHRASES,
@@ -16,8 +16,8 @@ from data.compose import (
     START_PHRASES,
     Infeasible,
 )
-from data.topics import Topic
-from data.verifiers import Constraint, count_occurrences
+from orpo_deploy.data.topics import Topic
+from orpo_deploy.data.verifiers import Constraint, count_occurrences
 
 # n-values, phrases and markers: the familiar ones (train, dev, the test split's in-template rows) and the novel
 # ones only the test split's out-of-template rows use. Keyword kinds draw from the topic, so only their wording is new.

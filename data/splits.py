@@ -21,6 +21,6 @@ def load_split(name: str, splits_dir: Path = SPLITS_DIR) -> list[dict[str, Any]]
     """Rows of a committed split: prompt, chosen, rejected and metadata (id, topic, base_prompt, ...)."""
     path = split_path(name, splits_dir)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; rebuild it with: python -m data.build")
+        raise FileNotFoundError(f"{path} is missing; rebuild it with: python -m orpo_deploy.data.build")
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

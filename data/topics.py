@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.verifiers import count_occurrences
+from orpo_deploy.data.verifiers import count_occurrences
 
 TOPICS_PATH = Path(__file__).with_name("topics.json")
 

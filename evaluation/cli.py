@@ -16,14 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.manifest import atomic_output_dir
-from core.models import ModelError
-from data.load import DatasetError
-from evaluation.config import BENCHMARKS, EvalConfig
-from evaluation.generate import EvalError
-from evaluation.ifeval import IFEvalUnavailable
-from evaluation.markdown import to_markdown
-from evaluation.runner import evaluate
+from orpo_deploy.core.manifest import atomic_output_dir
+from orpo_deploy.core.models import ModelError
+from orpo_deploy.data.load import DatasetError
+from orpo_deploy.evaluation.config import BENCHMARKS, EvalConfig
+from orpo_deploy.evaluation.generate import EvalError
+from orpo_deploy.evaluation.ifeval import IFEvalUnavailable
+from orpo_deploy.evaluation.markdown import to_markdown
+from orpo_deploy.evaluation.runner import evaluate
 
 logger = logging.getLogger(__name__)
 

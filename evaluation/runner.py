@@ -7,11 +7,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from core.manifest import read_manifest
-from core.messages import as_messages
-from data.load import load_preference_dataset
-from evaluation.config import EvalConfig
-from evaluation.generate import EvalError, Generation
+from orpo_deploy.core.manifest import read_manifest
+from orpo_deploy.core.messages import as_messages
+from orpo_deploy.data.load import load_preference_dataset
+from orpo_deploy.evaluation.config import EvalConfig
+from orpo_deploy.evaluation.generate import EvalError, Generation
 
 
 def subset(rows: list, limit: int | None) -> list:
@@ -22,7 +22,7 @@ def subset(rows: list, limit: int | None) -> list:
 
 
 def resolve_model_dir(cfg: EvalConfig) -> Path:
-    from core.models import resolve_model
+    from orpo_deploy.core.models import resolve_model
 
     return Path(resolve_model(cfg.model))
 
@@ -41,7 +41,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     start = time.perf_counter()
     # bad data (or a missing IFEval wheel) fails in a second, before any model is loaded
     if cfg.benchmark == "ifeval":
-        from evaluation import ifeval
+        from orpo_deploy.evaluation import ifeval
 
         rows = ifeval.load_prompts(cfg.limit)
     else:
@@ -50,7 +50,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         rows = subset(load_preference_dataset(None if named else cfg.dataset, split=split).to_list(), cfg.limit)
     model = tokenizer = None
     if cfg.model is not None and (cfg.preference or cfg.engine == "hf"):
-        from evaluation.loading import load_model
+        from orpo_deploy.evaluation.loading import load_model
 
         model_dir, model, tokenizer = load_model(cfg.model)
         result["model_dir"] = str(model_dir)
@@ -64,7 +64,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         result["ifeval"], result["constant_baseline"], result["responses"] = summary, baseline, responses
     else:
         if cfg.preference:
-            from evaluation.scoring import preference_accuracy
+            from orpo_deploy.evaluation.scoring import preference_accuracy
 
             t = time.perf_counter()
             result["preference"] = preference_accuracy(model, tokenizer, rows, cfg.batch_size)
@@ -78,7 +78,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def _generate(cfg: EvalConfig, prompts: list[list[dict]], model, tokenizer, result: dict) -> list[Generation]:
-    from evaluation.generate import generate_endpoint, generate_hf, generate_vllm
+    from orpo_deploy.evaluation.generate import generate_endpoint, generate_hf, generate_vllm
 
     t = time.perf_counter()
     if cfg.endpoint is not None:
@@ -103,8 +103,8 @@ def _generate(cfg: EvalConfig, prompts: list[list[dict]], model, tokenizer, resu
 
 
 def _instruction_following(cfg: EvalConfig, rows: list[dict], model, tokenizer, result: dict):
-    from evaluation.baselines import best_constant
-    from evaluation.instruct import per_kind_ci, summarize, verdicts
+    from orpo_deploy.evaluation.baselines import best_constant
+    from orpo_deploy.evaluation.instruct import per_kind_ci, summarize, verdicts
 
     usable = [r for r in rows if r.get("constraints")]
     if not usable:
@@ -126,9 +126,9 @@ def _instruction_following(cfg: EvalConfig, rows: list[dict], model, tokenizer, 
 
 
 def _ifeval(cfg: EvalConfig, rows: list[dict], model, tokenizer, result: dict):
-    from evaluation import ifeval
-    from evaluation.baselines import best_constant
-    from evaluation.stats import if_figures
+    from orpo_deploy.evaluation import ifeval
+    from orpo_deploy.evaluation.baselines import best_constant
+    from orpo_deploy.evaluation.stats import if_figures
 
     prompts = [[{"role": "user", "content": r["prompt"]}] for r in rows]
     generations = _generate(cfg, prompts, model, tokenizer, result)

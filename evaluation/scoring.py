@@ -81,7 +81,7 @@ def per_rejection(rows: Sequence[dict], wins: Sequence[int]) -> dict[str, dict]:
     Near misses differ from chosen by a token or two, so their accuracy is what ORPO optimises directly; it says
     little about answers a model would write. Clustered by topic where rows have one.
     """
-    from evaluation.stats import ratio_ci
+    from orpo_deploy.evaluation.stats import ratio_ci
 
     out = {}
     for kind in sorted({r.get("rejection") for r in rows if r.get("rejection")}):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from data.load import DatasetError, load_preference_dataset
-from export.config import ExportError
+from orpo_deploy.data.load import DatasetError, load_preference_dataset
+from orpo_deploy.export.config import ExportError
 
 logger = logging.getLogger(__name__)
 

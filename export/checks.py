@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from export.config import AUTO_GROUP_SIZES, ExportError
+from orpo_deploy.export.config import AUTO_GROUP_SIZES, ExportError
 
 logger = logging.getLogger(__name__)
 

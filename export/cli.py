@@ -18,7 +18,8 @@ import sys
 from dataclasses import fields
 from typing import Any, NoReturn
 
-from export.config import (
+from orpo_deploy.core.resources import config_path
+from orpo_deploy.export.config import (
     DIFFERS_FROM_GPTQMODEL,
     METHODS,
     QUALITY_ENGINES,
@@ -81,7 +82,7 @@ def load_yaml(path: str) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(open(path)) or {}
+        data = yaml.safe_load(open(config_path(path))) or {}
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"--config {path}: {e.__class__.__name__}: {e}".splitlines()[0]) from None
     if not isinstance(data, dict):
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         cfg = parse_config(argv)
-        from export.pipeline import describe, run_export
+        from orpo_deploy.export.pipeline import describe, run_export
 
         manifest = run_export(cfg)
     except (ConfigError, ExportError, FileExistsError) as e:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.manifest import (
+from orpo_deploy.core.manifest import (
     MANIFEST_NAME,
     atomic_output_dir,
     library_versions,
@@ -23,12 +23,12 @@ from core.manifest import (
     weights_sha256,
     write_manifest,
 )
-from core.model_card import export_card, write_card
-from core.models import ModelError, resolve_model
-from export.calibration import calibration_samples
-from export.checks import quantised_layer_widths, read_model_config, resolve_group_size
-from export.config import ExportConfig, ExportError
-from export.quality import (
+from orpo_deploy.core.model_card import export_card, write_card
+from orpo_deploy.core.models import ModelError, resolve_model
+from orpo_deploy.export.calibration import calibration_samples
+from orpo_deploy.export.checks import quantised_layer_widths, read_model_config, resolve_group_size
+from orpo_deploy.export.config import ExportConfig, ExportError
+from orpo_deploy.export.quality import (
     QualityGateError,
     baseline_figures,
     check_eval_data,
@@ -66,7 +66,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     samples = calibration_samples(tokenizer, cfg.calibration_dataset, cfg.calibration_size, cfg.calibration_max_tokens)
     input_weights = weights_sha256(model_dir)
 
-    from export.quantize import quantize_model
+    from orpo_deploy.export.quantize import quantize_model
 
     with atomic_output_dir(output, overwrite=cfg.overwrite) as tmp:
         logger.info(

@@ -25,10 +25,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from core.io import write_json
-from core.manifest import library_versions, sha256_file
-from core.models import cache_root
-from export.config import ExportConfig, ExportError, ExportFailed
+from orpo_deploy.core.io import write_json
+from orpo_deploy.core.manifest import library_versions, sha256_file
+from orpo_deploy.core.models import cache_root
+from orpo_deploy.export.config import ExportConfig, ExportError, ExportFailed
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def choose_engine(requested: str) -> tuple[str, str]:
 
 def check_eval_data(spec: str | None) -> None:
     """Fail before quantising, not after, when the held-out pairs are unusable."""
-    from data.load import DatasetError, load_preference_dataset
+    from orpo_deploy.data.load import DatasetError, load_preference_dataset
 
     try:
         named = spec in (None, "dev", "test")
@@ -82,9 +82,9 @@ def check_eval_data(spec: str | None) -> None:
 
 def model_figures(model_dir: Path, cfg: ExportConfig, engine: str) -> dict[str, Any]:
     """The gated figures (and the evaluator's detail) of one model folder."""
-    from evaluation.config import EvalConfig
-    from evaluation.generate import EvalError
-    from evaluation.runner import evaluate
+    from orpo_deploy.evaluation.config import EvalConfig
+    from orpo_deploy.evaluation.generate import EvalError
+    from orpo_deploy.evaluation.runner import evaluate
 
     eval_cfg = EvalConfig(
         model=str(model_dir),
@@ -167,7 +167,7 @@ def to_markdown(comparison: dict[str, dict[str, float | None]]) -> str:
 
 
 def _eval_data_sha256(spec: str | None) -> str:
-    from data.load import default_split_path
+    from orpo_deploy.data.load import default_split_path
 
     path = default_split_path(spec or "dev") if spec in (None, "dev", "test") else Path(spec)
     return sha256_file(path) if path.is_file() else str(spec)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from export.config import ExportFailed
+from orpo_deploy.export.config import ExportFailed
 
 logger = logging.getLogger(__name__)
 

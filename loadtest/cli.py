@@ -26,12 +26,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-
-from core.cli import ArgumentParser, UsageError
-from loadtest import metrics_check
-from loadtest.profiles import PROFILES
-from loadtest.slo import SLO_KEYS, SLOError, evaluate, parse_slos
-from loadtest.summary import CSV_PREFIX, Summary, SummaryError, stats_paths, summarize, write_summary
+from orpo_deploy.core.cli import ArgumentParser, UsageError
+from orpo_deploy.loadtest import metrics_check
+from orpo_deploy.loadtest.profiles import PROFILES
+from orpo_deploy.loadtest.slo import SLO_KEYS, SLOError, evaluate, parse_slos
+from orpo_deploy.loadtest.summary import CSV_PREFIX, Summary, SummaryError, stats_paths, summarize, write_summary
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ def validate(args: argparse.Namespace) -> dict[str, float]:
     if args.stop_timeout < 0:
         raise UsageError("--stop-timeout must be >= 0")
     if args.prompts is not None:
-        from loadtest.workload import WorkloadError, load
+        from orpo_deploy.loadtest.workload import WorkloadError, load
 
         if not args.prompts.is_file():
             raise UsageError(f"--prompts {args.prompts}: no such file")
@@ -152,7 +151,7 @@ def validate(args: argparse.Namespace) -> dict[str, float]:
 
 
 def parse_request_slos(items: list[str]) -> dict[str, float]:
-    from loadtest.goodput import REQUEST_SLO_KEYS
+    from orpo_deploy.loadtest.goodput import REQUEST_SLO_KEYS
 
     slos = {}
     for item in items:
@@ -270,7 +269,7 @@ def run_once(args, out: Path, slos: dict, request_slos: dict, before=None) -> in
 def run_sweep(args, out: Path, slos: dict, request_slos: dict) -> int:
     """Capacity at SLO: the rates in order, each an open-loop run of its own; stop at the first that misses an
     SLO (goodput below target, errors such as 429s, latency past its bound). Exit 0 when the lowest rate met them."""
-    from loadtest.capacity import write_sweep
+    from orpo_deploy.loadtest.capacity import write_sweep
 
     steps = []
     for rate in args.sweep_rates:
@@ -295,7 +294,7 @@ def grade(
     request_slos: dict[str, float] | None = None,
 ) -> int:
     """Summarise the CSVs in ``out``, check SLOs (and counters), write summary.json and the plot; exit code."""
-    from loadtest.goodput import goodput, read_records
+    from orpo_deploy.loadtest.goodput import goodput, read_records
 
     try:
         summary = summarize(out)
@@ -323,7 +322,7 @@ def grade(
     write_summary(out / "summary.json", report)
     history = stats_paths(out)["history"]
     if history.is_file():
-        from loadtest.plots import plot_history
+        from orpo_deploy.loadtest.plots import plot_history
 
         plot_history(history, out / "loadtest.png", title=f"{run_info.get('model', '')} {run_info.get('shape', '')}")
     print(_table(summary, results, checks, out))

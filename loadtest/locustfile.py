@@ -34,11 +34,10 @@ from pathlib import Path
 import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
-
-from loadtest import workload
-from loadtest.arrivals import send_times
-from loadtest.shapes import SHAPES
-from loadtest.sse import read_chat_stream
+from orpo_deploy.loadtest import workload
+from orpo_deploy.loadtest.arrivals import send_times
+from orpo_deploy.loadtest.shapes import SHAPES
+from orpo_deploy.loadtest.sse import read_chat_stream
 
 CHAT_PATH = "/v1/chat/completions"
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "splits" / "test_conversational.jsonl"

@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest.summary import HTTP_METHODS, parse_number, read_rows
+from orpo_deploy.loadtest.summary import HTTP_METHODS, parse_number, read_rows
 
 SMOOTH_S = 10  # Locust's own "current" figures cover ~10 s; requests finishing in bursts need as much
 

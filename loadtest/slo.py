@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from loadtest.summary import Summary
+from orpo_deploy.loadtest.summary import Summary
 
 # key -> (what it reads from the summary, "max" or "min", help)
 SLO_KEYS: dict[str, tuple[str, str, str]] = {

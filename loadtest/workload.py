@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.io import read_jsonl
-from core.messages import as_messages
+from orpo_deploy.core.io import read_jsonl
+from orpo_deploy.core.messages import as_messages
 
 TOKENS_PER_WORD = 1.3  # a rough English ratio, for ShareGPT's target lengths when no tokenizer is at hand
 

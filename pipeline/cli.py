@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
-
-from core.io import write_json
-from pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, PipelineConfig, load_config, parse_set
-from pipeline.runner import StageFailed, StagePlan, StageRunner, claim_run_dir
-from pipeline.serving import ServeFailed, Server, start_server
-from pipeline.stages import (
+from orpo_deploy.core.io import write_json
+from orpo_deploy.pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, PipelineConfig, load_config, parse_set
+from orpo_deploy.pipeline.runner import StageFailed, StagePlan, StageRunner, claim_run_dir
+from orpo_deploy.pipeline.serving import ServeFailed, Server, start_server
+from orpo_deploy.pipeline.stages import (
     EVAL_BASE,
     EVAL_ORPO,
     IFEVAL_BASE,
@@ -75,12 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. eval.limit=8")
     p.add_argument("--rerun", action="append", default=[], metavar="STAGE", help="run this stage even if up to date")
     p.add_argument("--verbose", action="store_true", help="also print every stage's output (always in its log)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
 
 
 def probe(model: str | None) -> dict[str, Any]:
     """Host facts (CUDA, 4-bit serving) and the base model folder, from a subprocess (no torch here)."""
-    argv = [sys.executable, "-m", "pipeline.probe", *(["--model", model] if model else [])]
+    argv = [sys.executable, "-m", "orpo_deploy.pipeline.probe", *(["--model", model] if model else [])]
     done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **stage_env()})
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()] or ["no output"]
@@ -98,11 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
-        check_environment()
         config_path = args.config
         if config_path is None:
             config_path = GPU_CONFIG if probe(None)["cuda"] else CPU_CONFIG
         cfg = load_config(config_path, quick=args.quick, overrides=parse_set(args.set))
+        if args.print_config:
+            print(f"# {config_path}" + (" (quick)" if args.quick else ""))
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+            return 0
+        check_environment()
         unknown = sorted(set(args.rerun) - set(stages(cfg)))
         if unknown:
             raise ConfigError(f"--rerun {unknown[0]}: not a stage of this run ({', '.join(stages(cfg))})")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from orpo_deploy.core.resources import config_path
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = REPO / "configs" / "pipeline_smollm2_cpu.yaml"
@@ -164,7 +165,7 @@ class PipelineConfig:
             raise ConfigError(f"serve.serve must be one of {', '.join(SERVE_CHOICES)}, got {self.serve.serve!r}")
         if self.loadtest.users < 1:
             raise ConfigError(f"loadtest.users must be >= 1, got {self.loadtest.users}")
-        if not (REPO / self.train.config).is_file() and not Path(self.train.config).is_file():
+        if not self.train_config_path().is_file():
             raise ConfigError(f"train.config not found: {self.train.config}")
 
     @property
@@ -172,8 +173,7 @@ class PipelineConfig:
         return Path(self.runs_dir) / self.name
 
     def train_config_path(self) -> Path:
-        path = Path(self.train.config)
-        return path if path.is_file() else REPO / path
+        return config_path(self.train.config)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -253,6 +253,7 @@ def _check_type(name: str, hint: Any, value: Any) -> Any:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    path = config_path(path)  # or the packaged configs/ file of that name
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

@@ -1,4 +1,4 @@
-"""``python -m pipeline.probe [--model SPEC]``: facts about this host (and the base model) as one JSON line.
+"""``python -m orpo_deploy.pipeline.probe [--model SPEC]``: facts about this host (and the base model) as one JSON line.
 
 Run as a subprocess so the orchestrator never imports torch: whether CUDA is there (GPU defaults), whether the
 serving engine can run 4-bit weights (the export stage's own probe, ``export.quality.vllm_serves_4bit``), and
@@ -12,19 +12,18 @@ import json
 import logging
 import sys
 
-from core.manifest import MANIFEST_NAME
-from core.models import ModelError, resolve_model
+from orpo_deploy.core.manifest import MANIFEST_NAME
+from orpo_deploy.core.models import ModelError, resolve_model
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="pipeline.probe")
+    parser = argparse.ArgumentParser(prog="orpo_deploy.pipeline.probe")
     parser.add_argument("--model", help="resolve this model spec to a local folder")
     args = parser.parse_args(argv)
 
     import torch
-
-    from export.quality import vllm_serves_4bit
+    from orpo_deploy.export.quality import vllm_serves_4bit
 
     ok, why = vllm_serves_4bit()
     facts = {"cuda": torch.cuda.is_available(), "serves_4bit": ok, "serves_4bit_why": why}

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evaluation.markdown import fmt_ci
-from evaluation.paired import paired_diffs
-from evaluation.stats import IF_FIGURES
+from orpo_deploy.evaluation.markdown import fmt_ci
+from orpo_deploy.evaluation.paired import paired_diffs
+from orpo_deploy.evaluation.stats import IF_FIGURES
 
 FIGURES = (*IF_FIGURES, "mean")
 COLUMNS = ("base", "ORPO", "ORPO (export check)", "quantised", "constant answer (floor)")

@@ -1,4 +1,4 @@
-"""``python -m pipeline.report --run-dir RUN --output RUN/report``: one report of a pipeline run.
+"""``python -m orpo_deploy.pipeline.report --run-dir RUN --output RUN/report``: one report of a pipeline run.
 
 Reads what the stages left (manifests, eval results, the load-test summary, the pipeline's state records) and
 writes ``report.md``, ``report.json`` and PNG charts into the output folder, atomically. It reports only what
@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.manifest import MANIFEST_NAME, atomic_output_dir
-from pipeline.charts import bar_chart, quality_chart
-from pipeline.quality import COLUMNS, collect_quality, quality_markdown
-from pipeline.stages import STAGES as STAGE_ORDER
+from orpo_deploy.core.manifest import MANIFEST_NAME, atomic_output_dir
+from orpo_deploy.pipeline.charts import bar_chart, quality_chart
+from orpo_deploy.pipeline.quality import COLUMNS, collect_quality, quality_markdown
+from orpo_deploy.pipeline.stages import STAGES as STAGE_ORDER
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -267,7 +267,7 @@ def write_report(run_dir: Path, output: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pipeline.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="orpo_deploy.pipeline.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)
     args = parser.parse_args(argv)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.io import write_json
-from core.manifest import sha256_file
+from orpo_deploy.core.io import write_json
+from orpo_deploy.core.manifest import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -68,9 +68,10 @@ class Server:
 
 
 def start_server(model_dir: Path, args: list[str], log: Path, timeout_s: float, env: dict[str, str]) -> Server:
-    """Start ``python -m serve --model MODEL_DIR ARGS`` on a free port with a fresh API key; wait for /ready."""
+    """Start ``python -m orpo_deploy.serve --model MODEL_DIR ARGS`` on a free port with a fresh API key; wait for
+    /ready."""
     port, key = free_port(), secrets.token_urlsafe(32)
-    argv = [sys.executable, "-m", "serve", "--model", str(model_dir), "--port", str(port), *args]
+    argv = [sys.executable, "-m", "orpo_deploy.serve", "--model", str(model_dir), "--port", str(port), *args]
     env = {**os.environ, **env, "ORPO_SERVE_API_KEYS": key}  # the key stays out of argv (ps shows it to all users)
     with open(log, "ab") as out:
         out.write(f"\n===== $ {' '.join(argv)}\n".encode())

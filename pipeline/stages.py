@@ -1,8 +1,10 @@
 """The concrete stages: each a ``StagePlan`` (command, settings, input fingerprints) built from the config once
 the stages before it have finished, so its key sees their fresh outputs.
 
-Every command is ``sys.executable -m <stage>.cli ...``: each stage has its own process (its own memory, its own
-failure), with this repository first on PYTHONPATH so a checkout works without an install.
+Every command is ``sys.executable -m orpo_deploy.<stage>.cli ...``: each stage has its own process (its own memory,
+its own failure). The package is imported by its namespaced name, so a user's own ``train.py`` or ``data/`` in the
+working directory cannot stand in for ours; stages run in the caller's working directory, so relative paths in a
+config mean what they mean on the command line.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from core.manifest import MANIFEST_NAME, weights_sha256
-from data.splits import split_path
-from pipeline.config import REPO, PipelineConfig
-from pipeline.runner import StagePlan, fingerprint
+from orpo_deploy.core.manifest import MANIFEST_NAME, weights_sha256
+from orpo_deploy.data.splits import split_path
+from orpo_deploy.pipeline.config import PipelineConfig
+from orpo_deploy.pipeline.runner import StagePlan, fingerprint
 
 PAIRS, TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT = (
     "pairs",
@@ -51,9 +52,7 @@ MANIFESTS = {
 
 
 def stage_env() -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH", "")
     return {
-        "PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO),
         "TRL_EXPERIMENTAL_SILENCE": os.environ.get("TRL_EXPERIMENTAL_SILENCE", "1"),
         "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false"),
         "PYTHONUNBUFFERED": "1",  # the logs stream as the stage runs
@@ -128,7 +127,7 @@ def plan_pairs(cfg: PipelineConfig, base_dir: Path, r: int = 1) -> StagePlan:
     argv += ["--max-new-tokens", str(p.max_new_tokens), "--seed", str(p.seed)]
     argv += ["--limit", str(p.limit)] if p.limit is not None else []
     inputs = {"model": model_fingerprint(model), "prompts": data_fingerprint(None, "train")}
-    return command_plan(cfg, name, "data.cli", argv, settings, inputs)
+    return command_plan(cfg, name, "orpo_deploy.data.cli", argv, settings, inputs)
 
 
 def training_data(cfg: PipelineConfig, r: int | None = None) -> tuple[str | None, str]:
@@ -160,7 +159,7 @@ def plan_train(cfg: PipelineConfig, base_dir: Path, r: int = 1) -> StagePlan:
         manifest=MANIFESTS[TRAIN],
         settings={"config": yaml.safe_load(config_path.read_text()), "overrides": overrides},
         inputs={"base_model": model_fingerprint(model_dir), "dataset": dataset_key},
-        command=[sys.executable, "-m", "train.cli", "--config", str(config_path), *sets],
+        command=[sys.executable, "-m", "orpo_deploy.train.cli", "--config", str(config_path), *sets],
         env=stage_env(),
         resume_args=["--resume"],
         check_weights=True,
@@ -179,7 +178,7 @@ def plan_dev(cfg: PipelineConfig, r: int) -> StagePlan:
     argv = ["--model", str(merged_dir(cfg, r)), "--output", str(output_dir(cfg, name)), "--dataset", "dev"]
     argv += ["--max-new-tokens", str(e.max_new_tokens), "--engine", e.engine, "--no-preference"]
     inputs = {"model": output_fingerprint(cfg, round_stage(TRAIN, r)), "eval_data": data_fingerprint(None, "dev")}
-    return command_plan(cfg, name, "evaluation.cli", argv, {"max_new_tokens": e.max_new_tokens}, inputs)
+    return command_plan(cfg, name, "orpo_deploy.evaluation.cli", argv, {"max_new_tokens": e.max_new_tokens}, inputs)
 
 
 def plan_eval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
@@ -190,7 +189,7 @@ def plan_eval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
     argv += ["--limit", str(e.limit)] if e.limit is not None else []
     argv += ["--dataset", cfg.eval_dataset] if cfg.eval_dataset is not None else []
     inputs = {"model": model_fingerprint(model_dir), "eval_data": data_fingerprint(cfg.eval_dataset, "test")}
-    return command_plan(cfg, stage, "evaluation.cli", argv, settings, inputs)
+    return command_plan(cfg, stage, "orpo_deploy.evaluation.cli", argv, settings, inputs)
 
 
 def plan_ifeval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
@@ -201,7 +200,9 @@ def plan_ifeval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
     argv += ["--max-new-tokens", str(f.max_new_tokens), "--engine", cfg.eval.engine]
     argv += ["--batch-size", str(cfg.eval.batch_size)]
     argv += ["--limit", str(f.limit)] if f.limit is not None else []
-    return command_plan(cfg, stage, "evaluation.cli", argv, settings, {"model": model_fingerprint(model_dir)})
+    return command_plan(
+        cfg, stage, "orpo_deploy.evaluation.cli", argv, settings, {"model": model_fingerprint(model_dir)}
+    )
 
 
 def plan_export(cfg: PipelineConfig) -> StagePlan:
@@ -220,7 +221,7 @@ def plan_export(cfg: PipelineConfig) -> StagePlan:
         "eval_data": data_fingerprint(None, "dev"),
         "calibration_data": training_data(cfg)[1],
     }
-    return command_plan(cfg, EXPORT, "export.cli", argv, settings, inputs, check_weights=True)
+    return command_plan(cfg, EXPORT, "orpo_deploy.export.cli", argv, settings, inputs, check_weights=True)
 
 
 def choose_served_model(cfg: PipelineConfig, serves_4bit: bool, why: str) -> tuple[str, Path, str]:
@@ -258,7 +259,15 @@ def plan_loadtest(cfg: PipelineConfig, url: str | None, api_key: str | None) -> 
     lt = cfg.loadtest
     out = output_dir(cfg, LOADTEST)
     staging = out.with_name(f".{out.name}.partial")
-    argv = [sys.executable, "-m", "loadtest.cli", "--host", url or "http://127.0.0.1:1", "--output", str(staging)]
+    argv = [
+        sys.executable,
+        "-m",
+        "orpo_deploy.loadtest.cli",
+        "--host",
+        url or "http://127.0.0.1:1",
+        "--output",
+        str(staging),
+    ]
     argv += ["--users", str(lt.users), "--spawn-rate", str(lt.users), "--run-time", lt.run_time]
     argv += ["--max-tokens", str(lt.max_tokens), "--stop-timeout", "30"]
     argv += [arg for k, v in lt.slos.items() for arg in ("--slo", f"{k}={v}")]
@@ -279,7 +288,7 @@ def plan_report(cfg: PipelineConfig) -> StagePlan:
     out = output_dir(cfg, REPORT)
     inputs = {stage: output_fingerprint(cfg, stage) for stage in stages(cfg) if stage != REPORT}
     argv = ["--run-dir", str(cfg.run_dir.resolve()), "--output", str(out)]
-    return command_plan(cfg, REPORT, "pipeline.report", argv, {"report_version": 1}, inputs)
+    return command_plan(cfg, REPORT, "orpo_deploy.pipeline.report", argv, {"report_version": 1}, inputs)
 
 
 def command_plan(

@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from serve.errors import Overloaded, ShuttingDown
+from orpo_deploy.serve.errors import Overloaded, ShuttingDown
 
 
 class AdmissionGate:

@@ -19,17 +19,16 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-
-from core.manifest import MANIFEST_NAME, read_manifest, sha256_file
-from serve.admission import AdmissionGate
-from serve.auth import AuthMiddleware
-from serve.config import ServeConfig
-from serve.engine import Engine, EngineStats
-from serve.errors import install_error_handlers
-from serve.metrics import ServeMetrics
-from serve.middleware import RequestContextMiddleware
-from serve.routers import docs, feedback, generation, health, metrics, models
-from serve.service import GenerationService
+from orpo_deploy.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from orpo_deploy.serve.admission import AdmissionGate
+from orpo_deploy.serve.auth import AuthMiddleware
+from orpo_deploy.serve.config import ServeConfig
+from orpo_deploy.serve.engine import Engine, EngineStats
+from orpo_deploy.serve.errors import install_error_handlers
+from orpo_deploy.serve.metrics import ServeMetrics
+from orpo_deploy.serve.middleware import RequestContextMiddleware
+from orpo_deploy.serve.routers import docs, feedback, generation, health, metrics, models
+from orpo_deploy.serve.service import GenerationService
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         starter = None
         if config.record:
-            from serve.records import RecordError, RecordSettings, RecordStore, safe_url
+            from orpo_deploy.serve.records import RecordError, RecordSettings, RecordStore, safe_url
 
             settings = RecordSettings(
                 url=config.record, prompts=config.record_prompts, queue_size=config.record_queue,
@@ -138,8 +137,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
 
 async def _start_vllm(state: ServeState) -> None:
-    from core.models import resolve_model
-    from serve.engine import VllmEngine
+    from orpo_deploy.core.models import resolve_model
+    from orpo_deploy.serve.engine import VllmEngine
 
     started = time.perf_counter()
     try:
@@ -175,7 +174,7 @@ async def watch_engine(state: ServeState) -> None:
     with an error event (vLLM raises in their streams), and after a short grace the process stops with exit 1
     so its supervisor (Kubernetes, systemd, the pipeline) restarts it, instead of a live process that fails
     every request."""
-    from serve.errors import EngineFailure
+    from orpo_deploy.serve.errors import EngineFailure
 
     while True:
         await asyncio.sleep(state.config.engine_check_seconds)
@@ -192,8 +191,8 @@ async def watch_engine(state: ServeState) -> None:
 
 def make_recorder(state: ServeState):
     """The service's hook for finished generations: one record per completion, queued (never awaited)."""
-    from serve.logs import api_key_hash_var
-    from serve.protocol import ChatCompletionRequest
+    from orpo_deploy.serve.logs import api_key_hash_var
+    from orpo_deploy.serve.protocol import ChatCompletionRequest
 
     store, config = state.records, state.config
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from orpo_deploy.serve.config import ServeConfig
+from orpo_deploy.serve.errors import Overloaded, Unauthorized, error_response
+from orpo_deploy.serve.logs import api_key_hash_var
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from serve.config import ServeConfig
-from serve.errors import Overloaded, Unauthorized, error_response
-from serve.logs import api_key_hash_var
 
 PUBLIC_PATHS = ("/health", "/ready")
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")

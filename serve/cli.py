@@ -17,10 +17,9 @@ import sys
 from types import FrameType
 
 import uvicorn
-
-from core.cli import ArgumentParser, UsageError
-from core.models import ModelError, resolve_model
-from serve.config import LOOPBACK, ConfigError, ServeConfig, check_servable_model_dir
+from orpo_deploy.core.cli import ArgumentParser, UsageError
+from orpo_deploy.core.models import ModelError, resolve_model
+from orpo_deploy.serve.config import LOOPBACK, ConfigError, ServeConfig, check_servable_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orpo-serve: error: cannot read the model: {exc}", file=sys.stderr)
         return 2
 
-    from serve.app import create_app
-    from serve.http import protocol_with_header_timeout
-    from serve.logs import configure_logging
+    from orpo_deploy.serve.app import create_app
+    from orpo_deploy.serve.http import protocol_with_header_timeout
+    from orpo_deploy.serve.logs import configure_logging
 
     configure_logging(config.log_level)
     if not config.api_keys and config.host not in LOOPBACK:
@@ -154,7 +153,7 @@ class DrainingServer(uvicorn.Server):
         self._loop.call_soon_threadsafe(self._start_drain)
 
     def _start_drain(self) -> None:
-        from serve.app import drain
+        from orpo_deploy.serve.app import drain
 
         async def drain_then_exit() -> None:
             await drain(self.app, self.grace_seconds)

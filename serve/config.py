@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from core.models import BUNDLED_NAME, TINY_NAME
+from orpo_deploy.core.models import BUNDLED_NAME, TINY_NAME
 
 ENV_PREFIX = "ORPO_SERVE_"
 MIN_KEY_CHARS = 32  # a key is a secret, not a password: `openssl rand -hex 16` gives 32 characters

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from serve.config import ServeConfig, check_servable_model_dir
-from serve.errors import EngineDead, EngineFailure, InvalidRequest
+from orpo_deploy.serve.config import ServeConfig, check_servable_model_dir
+from orpo_deploy.serve.errors import EngineDead, EngineFailure, InvalidRequest
 
 logger = logging.getLogger(__name__)
 

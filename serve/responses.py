@@ -6,8 +6,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from serve.engine import ChoiceDelta, EngineOutput, TokenLogprob
-from serve.protocol import (
+from orpo_deploy.serve.engine import ChoiceDelta, EngineOutput, TokenLogprob
+from orpo_deploy.serve.protocol import (
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from serve import responses
-from serve.admission import AdmissionGate
-from serve.config import ServeConfig
-from serve.engine import Engine, EngineOutput, SamplingOptions
-from serve.errors import ContextLengthExceeded, EngineFailure, InvalidRequest, ModelNotFound
-from serve.metrics import ServeMetrics
-from serve.protocol import (
+from orpo_deploy.serve import responses
+from orpo_deploy.serve.admission import AdmissionGate
+from orpo_deploy.serve.config import ServeConfig
+from orpo_deploy.serve.engine import Engine, EngineOutput, SamplingOptions
+from orpo_deploy.serve.errors import ContextLengthExceeded, EngineFailure, InvalidRequest, ModelNotFound
+from orpo_deploy.serve.metrics import ServeMetrics
+from orpo_deploy.serve.protocol import (
     UNSUPPORTED,
     ChatCompletionChunk,
     ChatCompletionRequest,

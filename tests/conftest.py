@@ -13,13 +13,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir():
-    from core.models import ensure_tiny_model
+    from orpo_deploy.core.models import ensure_tiny_model
 
     return ensure_tiny_model()
 
 
 @pytest.fixture(scope="session")
 def bundled_model_dir():
-    from core.models import ensure_bundled_model
+    from orpo_deploy.core.models import ensure_bundled_model
 
     return ensure_bundled_model()

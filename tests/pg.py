@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-
-from loadtest.servers import free_port
+from orpo_deploy.loadtest.servers import free_port
 
 
 def pg_bin(name: str) -> str | None:

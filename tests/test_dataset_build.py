@@ -4,11 +4,19 @@ import json
 from collections import Counter
 
 import pytest
-
-from data import build as build_module
-from data.splits import SPLIT_NAMES, SPLITS_DIR, load_split
-from data.topics import load_topics
-from data.verifiers import KINDS, TEST_ONLY_KINDS, TRAIN_KINDS, Constraint, check, check_loose, describe, relevant
+from orpo_deploy.data import build as build_module
+from orpo_deploy.data.splits import SPLIT_NAMES, SPLITS_DIR, load_split
+from orpo_deploy.data.topics import load_topics
+from orpo_deploy.data.verifiers import (
+    KINDS,
+    TEST_ONLY_KINDS,
+    TRAIN_KINDS,
+    Constraint,
+    check,
+    check_loose,
+    describe,
+    relevant,
+)
 
 V1_TEST_TOPICS = (
     "atoms", "bee_pollination", "berlin_wall", "bird_migration", "boiling_pasta", "composting", "cooking_rice",
@@ -33,7 +41,7 @@ def rows(request) -> list[dict]:
 def test_committed_splits_equal_a_fresh_build(fresh):
     assert sorted(fresh) == sorted(f"{name}.jsonl" for name in SPLIT_NAMES)
     for name, data in fresh.items():
-        assert (SPLITS_DIR / name).read_bytes() == data, f"{name} is stale: run python -m data.build"
+        assert (SPLITS_DIR / name).read_bytes() == data, f"{name} is stale: run python -m orpo_deploy.data.build"
 
 
 def test_sizes():

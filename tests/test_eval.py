@@ -3,10 +3,9 @@ import math
 
 import pytest
 import torch
-
-from data.verifiers import Constraint
-from evaluation.cli import main as eval_main
-from evaluation.instruct import score_responses
+from orpo_deploy.data.verifiers import Constraint
+from orpo_deploy.evaluation.cli import main as eval_main
+from orpo_deploy.evaluation.instruct import score_responses
 
 
 def test_score_responses_hand_counted():
@@ -24,9 +23,8 @@ def test_score_responses_hand_counted():
 
 
 def test_mean_response_logprobs_matches_a_manual_forward(tiny_model_dir):
+    from orpo_deploy.evaluation.scoring import mean_response_logprobs
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from evaluation.scoring import mean_response_logprobs
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -80,7 +78,7 @@ def test_orpo_eval_vllm_engine_matches_prompt_count(tmp_path):
 
 
 def test_token_budgets_fit_the_model_and_the_prompts(tmp_path):
-    from evaluation.generate import EvalError, context_length, token_budgets
+    from orpo_deploy.evaluation.generate import EvalError, context_length, token_budgets
 
     (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 1024}))
     assert context_length(tmp_path) == 1024
@@ -96,13 +94,13 @@ def test_token_budgets_fit_the_model_and_the_prompts(tmp_path):
 
 
 def test_api_key_is_not_written_and_ifeval_refuses_a_dataset(tmp_path):
-    from evaluation.config import EvalConfig
+    from orpo_deploy.evaluation.config import EvalConfig
 
     with pytest.raises(ValueError, match="--dataset does not apply"):
         EvalConfig(model="m", benchmark="ifeval", dataset="x.jsonl")
     assert EvalConfig(model="m", benchmark="ifeval").max_new_tokens == 1024
     assert EvalConfig(model="m").max_new_tokens == 256
-    from evaluation.runner import public_config
+    from orpo_deploy.evaluation.runner import public_config
 
     recorded = json.dumps(public_config(EvalConfig(endpoint="http://x", api_key="sk-secret")))
     assert "sk-secret" not in recorded and "not recorded" in recorded
@@ -148,7 +146,8 @@ def test_bad_eval_arguments_are_one_line_and_exit_2(tmp_path, capsys, monkeypatc
 
 def test_endpoint_generation_through_the_openai_client_retries_a_429():
     """The endpoint path uses the official client; a server that answers 429 once is retried, not an error."""
-    from evaluation.generate import generate_endpoint
+    from orpo_deploy.evaluation.generate import generate_endpoint
+
     from tests.loadtest.loadtest_fakes import FakeOpenAI
 
     with FakeOpenAI(tokens=3, api_key="k" * 32, refuse_first=1) as server:

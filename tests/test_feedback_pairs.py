@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from data.cli import main
-from serve.records import RecordSettings, RecordStore
+from orpo_deploy.data.cli import main
+from orpo_deploy.serve.records import RecordSettings, RecordStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_pairs_from_every_kind_of_feedback(tmp_path):
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["dropped"] == {"duplicate": 1, "rating of a completion with several choices": 1,
                                 "prompt stored as hash": 1}  # fmt: skip
-    from data.load import load_preference_dataset
+    from orpo_deploy.data.load import load_preference_dataset
 
     assert len(load_preference_dataset(str(tmp_path / "out" / "train.jsonl"))) == 4  # what orpo-train reads
 
@@ -69,9 +69,10 @@ def test_split_by_prompt_and_filters(tmp_path):
     prompts = {s: {json.dumps(json.loads(line)["prompt"]) for line in (tmp_path / "all" / f"{s}.jsonl").read_text()
                    .splitlines()} for s in ("train", "dev")}  # fmt: skip
     assert not prompts["train"] & prompts["dev"]  # no prompt in both
-    proc = subprocess.run([sys.executable, "-m", "data.cli", "from-feedback", url, "--model-sha", "other",
+    proc = subprocess.run([sys.executable, "-m", "orpo_deploy.data.cli", "from-feedback", url, "--model-sha", "other",
                            "--output", str(tmp_path / "none")], capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("orpo-data: error: no pairs")
-    bad = subprocess.run([sys.executable, "-m", "data.cli", "from-feedback", f"sqlite:///{tmp_path / 'nope.db'}"],
+    nope = f"sqlite:///{tmp_path / 'nope.db'}"
+    bad = subprocess.run([sys.executable, "-m", "orpo_deploy.data.cli", "from-feedback", nope],
                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert bad.returncode == 2 and "cannot read the record store" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,9 +1,8 @@
 import json
 
 import pytest
-
-from data.load import DatasetError, load_preference_dataset
-from evaluation.cli import main as eval_main
+from orpo_deploy.data.load import DatasetError, load_preference_dataset
+from orpo_deploy.evaluation.cli import main as eval_main
 
 
 def write_jsonl(path, rows):

@@ -1,8 +1,14 @@
 import json
 
 import pytest
-
-from core.manifest import MANIFEST_NAME, atomic_output_dir, make_manifest, read_manifest, weights_sha256, write_manifest
+from orpo_deploy.core.manifest import (
+    MANIFEST_NAME,
+    atomic_output_dir,
+    make_manifest,
+    read_manifest,
+    weights_sha256,
+    write_manifest,
+)
 
 
 def test_atomic_output_dir_renames_only_on_success(tmp_path):

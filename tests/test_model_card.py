@@ -1,8 +1,7 @@
 """Model cards: metadata a hub reads, the recipe, and the bundled-base caveat."""
 
 from huggingface_hub import ModelCard
-
-from core.model_card import OFFICIAL_SMOLLM2, export_card, train_card
+from orpo_deploy.core.model_card import OFFICIAL_SMOLLM2, export_card, train_card
 
 
 def test_train_and_export_cards():

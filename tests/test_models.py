@@ -1,9 +1,8 @@
 import json
 
 import pytest
-
-from core.manifest import read_manifest, weights_sha256
-from core.models import GGUF_SHA256, ModelError, resolve_model
+from orpo_deploy.core.manifest import read_manifest, weights_sha256
+from orpo_deploy.core.models import GGUF_SHA256, ModelError, resolve_model
 
 
 def test_bundled_model_is_a_plain_hf_folder(bundled_model_dir):

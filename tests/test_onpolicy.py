@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
-from data import onpolicy
-from data.onpolicy import GenerateConfig, GenerateError, build_pairs, judge, pick_pair, prompt_row
+from orpo_deploy.data import onpolicy
+from orpo_deploy.data.onpolicy import GenerateConfig, GenerateError, build_pairs, judge, pick_pair, prompt_row
 
 ROW = prompt_row(
     {"id": "r1", "prompt": "Tell me about the moon. Do not use any commas.",
@@ -54,7 +53,7 @@ def test_build_pairs_stats_by_hand():
     assert stats["answer_pass_rate"] == 0.5 and stats["answers_cut_at_limit"] == 0.5
     assert stats["pass_rate_by_kind"] == {"max_words": 1.0, "no_commas": 0.5}
     assert stats["pairs"] == 1 and stats["dropped"] == {}
-    from data.load import normalise_pair
+    from orpo_deploy.data.load import normalise_pair
 
     normalise_pair(pairs[0], "pairs", 0)  # what the trainer's loader accepts
 
@@ -74,7 +73,7 @@ def test_bad_prompts_are_one_line_naming_the_row(tmp_path, line, message):
     path = tmp_path / "p.jsonl"
     path.write_text(good + "\n" + line + "\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "data.cli", "generate", "--model", "tiny-smollm2", "--prompts", str(path),
+        [sys.executable, "-m", "orpo_deploy.data.cli", "generate", "--model", "tiny-smollm2", "--prompts", str(path),
          "--output", str(tmp_path / "out")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip

@@ -4,8 +4,7 @@ import math
 
 import numpy as np
 import pytest
-
-from evaluation.stats import excludes_zero, if_figures, mean_ratio_ci, paired_diff_ci, ratio_ci
+from orpo_deploy.evaluation.stats import excludes_zero, if_figures, mean_ratio_ci, paired_diff_ci, ratio_ci
 
 
 def test_ratio_point_is_the_hand_count_and_inside_its_interval():

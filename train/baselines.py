@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from orpo_deploy.train.callbacks import MetricsLogCallback, TokenCountingCollator
+from orpo_deploy.train.config import TrainConfig
+from orpo_deploy.train.hf_args import lora_config, training_arguments
 from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
-
-from train.callbacks import MetricsLogCallback, TokenCountingCollator
-from train.config import TrainConfig
-from train.hf_args import lora_config, training_arguments
 
 logger = logging.getLogger(__name__)
 

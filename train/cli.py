@@ -1,7 +1,7 @@
 """``orpo-train``: ORPO + LoRA on a preference dataset, merged into a servable HF folder.
 
     orpo-train --config configs/orpo_smollm2_cpu.yaml [--learning-rate 1e-4] [--set lora_r=8] [--resume]
-    accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m train.cli --config ...
+    accelerate launch --config_file configs/accelerate/ddp_cpu.yaml -m orpo_deploy.train.cli --config ...
 
 Precedence: defaults < YAML (--config) < ORPO_TRAIN_<FIELD> environment < --set < --<field> flags.
 A bad value exits with status 2 and one line on stderr. With ORPO_DEPLOY_MALLOC=jemalloc it re-executes itself under
@@ -16,9 +16,9 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from core.cli import quiet_known_warnings
-from train.allocator import CHOICES, ENV_VAR, AllocatorError, active_allocator, reexec_under_jemalloc
-from train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help, field_names, parse_value
+from orpo_deploy.core.cli import quiet_known_warnings
+from orpo_deploy.train.allocator import CHOICES, ENV_VAR, AllocatorError, active_allocator, reexec_under_jemalloc
+from orpo_deploy.train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help, field_names, parse_value
 
 logger = logging.getLogger(__name__)
 EXIT_USAGE = 2
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if argv is None:  # a command, not a call from Python: the allocator can still be chosen
         try:
-            reexec_under_jemalloc("train.cli", sys.argv[1:])
+            reexec_under_jemalloc("orpo_deploy.train.cli", sys.argv[1:])
         except AllocatorError as exc:
             print(f"orpo-train: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -104,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logger.info("malloc: %s", active_allocator())
-    from core.models import ModelError
-    from data.load import DatasetError
-    from train.data_prep import PairFormatError
-    from train.lean_logps import LeanForwardError
-    from train.merge import MergeError
-    from train.pipeline import TrainError, run_training
+    from orpo_deploy.core.models import ModelError
+    from orpo_deploy.data.load import DatasetError
+    from orpo_deploy.train.data_prep import PairFormatError
+    from orpo_deploy.train.lean_logps import LeanForwardError
+    from orpo_deploy.train.merge import MergeError
+    from orpo_deploy.train.pipeline import TrainError, run_training
 
     try:
         merged = run_training(cfg, resume=args.resume)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from orpo_deploy.core.resources import config_path
 
 ENV_PREFIX = "ORPO_TRAIN_"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -319,6 +320,7 @@ def check_keys(values: Mapping[str, Any], source: str, names: list[str] | None =
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    path = config_path(path)  # or the packaged configs/ file of that name
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

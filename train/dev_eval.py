@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from core.messages import as_messages
+from orpo_deploy.core.messages import as_messages
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class GenerationEval:
     """Greedy answers to ``n`` evenly spaced eval rows (every topic, not the first few), scored with our verifiers."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], n: int, max_new_tokens: int = 256, batch_size: int = 16):
-        from evaluation.runner import subset
+        from orpo_deploy.evaluation.runner import subset
 
         usable = [r for r in rows if r.get("constraints")]
         if not usable:
@@ -51,8 +51,7 @@ class GenerationEval:
 
     def __call__(self, model, tokenizer) -> dict[str, float]:
         import torch
-
-        from evaluation.generate import generate_hf
+        from orpo_deploy.evaluation.generate import generate_hf
 
         started = time.perf_counter()
         was_training = model.training
@@ -67,7 +66,7 @@ class GenerationEval:
 
 def figures(rows: Sequence[dict[str, Any]], generations: Sequence, seconds: float = 0.0) -> dict[str, float]:
     """The logged figures of one evaluation from its rows and ``Generation``s (pure: tested by hand)."""
-    from evaluation.instruct import summarize, verdicts
+    from orpo_deploy.evaluation.instruct import summarize, verdicts
 
     scores = summarize(verdicts(rows, [g.text for g in generations]))
     n = max(len(generations), 1)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from orpo_deploy.train.checkpointing import checkpointing_kwargs
+from orpo_deploy.train.config import CPU_AUTO_PRECISION, TrainConfig
 from peft import LoraConfig
-
-from train.checkpointing import checkpointing_kwargs
-from train.config import CPU_AUTO_PRECISION, TrainConfig
 
 
 def resolve_precision(cfg: TrainConfig) -> str:

@@ -6,7 +6,7 @@ safetensors, the tokenizer with its chat template, the generation config and ``o
 training manifest of the adapter plus the merged weights' sha256). It is written through ``atomic_output_dir``,
 and a second run with the same adapter leaves an up-to-date folder alone, so this is safe to run twice.
 
-Standalone: ``python -m train.merge RUN_DIR/adapter OUT_DIR [--base MODEL_DIR]``.
+Standalone: ``python -m orpo_deploy.train.merge RUN_DIR/adapter OUT_DIR [--base MODEL_DIR]``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from core.manifest import atomic_output_dir, make_manifest, read_manifest, weights_sha256, write_manifest
-from core.model_card import train_card, write_card
+from orpo_deploy.core.manifest import atomic_output_dir, make_manifest, read_manifest, weights_sha256, write_manifest
+from orpo_deploy.core.model_card import train_card, write_card
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ def _float_dtype(config_or_name) -> torch.dtype:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.merge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m orpo_deploy.train.merge", description=__doc__.splitlines()[0])
     parser.add_argument("adapter_dir")
     parser.add_argument("out_dir")
     parser.add_argument("--base", default=None, help="base model folder (default: the one the adapter records)")

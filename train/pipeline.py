@@ -17,14 +17,13 @@ from typing import Any
 
 import yaml
 from datasets import Dataset
-
-from core.manifest import library_versions, make_manifest, sha256_file, weights_sha256, write_manifest
-from core.models import resolve_model
-from train.config import EVAL_SPLITS, TrainConfig
-from train.data_prep import TruncationStats, format_pairs, truncate_pairs
-from train.hf_args import resolve_precision
-from train.merge import merge_adapter
-from train.plots import plot_metrics
+from orpo_deploy.core.manifest import library_versions, make_manifest, sha256_file, weights_sha256, write_manifest
+from orpo_deploy.core.models import resolve_model
+from orpo_deploy.train.config import EVAL_SPLITS, TrainConfig
+from orpo_deploy.train.data_prep import TruncationStats, format_pairs, truncate_pairs
+from orpo_deploy.train.hf_args import resolve_precision
+from orpo_deploy.train.merge import merge_adapter
+from orpo_deploy.train.plots import plot_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ def run_training(
         eval_set, eval_stats = prepare_pairs(raw_eval, tokenizer, cfg, cfg.eval_max_pairs)
         eval_record = dataset_record(eval_spec, split, eval_pairs is not None, eval_stats)
         if cfg.eval_generate:
-            from train.dev_eval import GenerationEval, GenerationEvalError
+            from orpo_deploy.train.dev_eval import GenerationEval, GenerationEvalError
 
             try:
                 generation_eval = GenerationEval(raw_eval.to_list(), cfg.eval_generate, cfg.eval_max_new_tokens)
@@ -95,7 +94,7 @@ def run_training(
                 raise TrainError(str(exc)) from None
             eval_record["generate_prompts"] = len(generation_eval.rows)
 
-    from train import trainer as orpo  # trl is imported only once the config and data are known good
+    from orpo_deploy.train import trainer as orpo  # trl is imported only once the config and data are known good
 
     trainer, metrics = orpo.build_trainer(
         cfg, base_dir, tokenizer, train_set, eval_set, generation_eval=generation_eval
@@ -190,7 +189,7 @@ def prepare_pairs(raw: Dataset, tokenizer, cfg: TrainConfig, limit: int | None) 
 
 def load_pairs(spec: str | None, split: str) -> Dataset:
     """Preference pairs through the data stage's loader (None = our committed split)."""
-    from data.load import load_preference_dataset
+    from orpo_deploy.data.load import load_preference_dataset
 
     return load_preference_dataset(spec, split=split)
 
@@ -201,7 +200,7 @@ def dataset_record(spec: str | None, split: str, in_memory: bool, stats: Truncat
     if in_memory:
         record["path"] = None  # built in code (tests)
         return record
-    from data.load import default_split_path
+    from orpo_deploy.data.load import default_split_path
 
     path = Path(spec).expanduser() if spec is not None else default_split_path(split)
     record["path"] = str(path.resolve())

@@ -6,7 +6,7 @@ import logging
 import math
 from pathlib import Path
 
-from train.callbacks import DEV_KEYS, ORPO_KEYS, read_metrics
+from orpo_deploy.train.callbacks import DEV_KEYS, ORPO_KEYS, read_metrics
 
 logger = logging.getLogger(__name__)
 

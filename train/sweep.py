@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train.cli import parse_overrides
-from train.config import ConfigError, TrainConfig, check_keys, parse_value
+from orpo_deploy.train.cli import parse_overrides
+from orpo_deploy.train.config import ConfigError, TrainConfig, check_keys, parse_value
 
 logger = logging.getLogger(__name__)
 BASE = "base"
@@ -63,13 +63,13 @@ def plan(config: str | None, overrides: dict[str, Any], grid: dict[str, list[Any
 
 def train_run(run: dict, config: str | None, overrides: dict[str, Any], logs: Path) -> int:
     """One orpo-train process; resumed when its folder holds a checkpoint, skipped when its model is merged."""
-    from core.manifest import read_manifest
+    from orpo_deploy.core.manifest import read_manifest
 
     cfg: TrainConfig = run["config"]
     if read_manifest(cfg.merged_dir) is not None:
         logger.info("%s: already trained, skipped", run["name"])
         return 0
-    cmd = [sys.executable, "-m", "train.cli", "--output-dir", str(cfg.output_dir)]
+    cmd = [sys.executable, "-m", "orpo_deploy.train.cli", "--output-dir", str(cfg.output_dir)]
     cmd += ["--config", config] if config else []
     for key, value in {**overrides, **run["point"]}.items():
         cmd += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
@@ -85,7 +85,7 @@ def score_on_dev(name: str, model: str, out: Path, logs: Path, limit: int | None
     target = out / "dev" / name
     if (target / "results.json").is_file():
         return 0
-    cmd = [sys.executable, "-m", "evaluation.cli", "--model", model, "--dataset", "dev", "--no-preference"]
+    cmd = [sys.executable, "-m", "orpo_deploy.evaluation.cli", "--model", model, "--dataset", "dev", "--no-preference"]
     cmd += ["--max-new-tokens", str(max_new_tokens), "--output", str(target)]
     cmd += ["--limit", str(limit)] if limit else []
     with (logs / f"{name}.dev.log").open("a") as log:
@@ -95,9 +95,9 @@ def score_on_dev(name: str, model: str, out: Path, logs: Path, limit: int | None
 def collect(runs: list[dict], out: Path) -> dict[str, Any]:
     """Per run: its grid point, steps run, best step and in-training dev curve, and its full-dev score with CI;
     the choice; each run's paired difference against the choice and against the base."""
-    from core.manifest import read_manifest
-    from evaluation.paired import paired_diffs
-    from train.callbacks import read_metrics
+    from orpo_deploy.core.manifest import read_manifest
+    from orpo_deploy.evaluation.paired import paired_diffs
+    from orpo_deploy.train.callbacks import read_metrics
 
     rows = []
     for run in runs:
@@ -154,7 +154,7 @@ def dev_figures(folder: Path) -> dict[str, Any] | None:
 
 
 def to_markdown(summary: dict[str, Any], command: str, commit: str | None) -> str:
-    from evaluation.markdown import fmt_ci
+    from orpo_deploy.evaluation.markdown import fmt_ci
 
     keys = list(summary["runs"][0]["point"]) if summary["runs"] else []
     lines = [
@@ -229,7 +229,7 @@ def write_outputs(summary: dict[str, Any], out: Path, command: str) -> None:
     """sweep.json / sweep.md / sweep.png, each written to a temp name and renamed."""
     commit = git_commit()
     summary = {**summary, "command": command, "commit": commit}
-    from core.io import write_atomic, write_json
+    from orpo_deploy.core.io import write_atomic, write_json
 
     write_json(out / "sweep.json", summary)
     write_atomic(out / "sweep.md", to_markdown(summary, command, commit))

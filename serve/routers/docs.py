@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-
-from serve.routers.deps import require_api_key
+from orpo_deploy.serve.routers.deps import require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 

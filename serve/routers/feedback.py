@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Request
+from orpo_deploy.serve.errors import InvalidRequest, RouteNotFound
+from orpo_deploy.serve.logs import api_key_hash_var
+from orpo_deploy.serve.protocol import FeedbackRequest, FeedbackResponse
+from orpo_deploy.serve.routers.deps import ERROR_RESPONSES, json_response, require_api_key
 from starlette.responses import Response
-
-from serve.errors import InvalidRequest, RouteNotFound
-from serve.logs import api_key_hash_var
-from serve.protocol import FeedbackRequest, FeedbackResponse
-from serve.routers.deps import ERROR_RESPONSES, json_response, require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["feedback"])
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
-from starlette.responses import Response
-
-from serve.protocol import (
+from orpo_deploy.serve.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
 )
-from serve.routers.deps import (
+from orpo_deploy.serve.routers.deps import (
     ERROR_RESPONSES,
     EventStreamResponse,
     current_request_id,
@@ -24,6 +21,8 @@ from serve.routers.deps import (
     require_api_key,
     run_cancellable,
 )
+from pydantic import BaseModel
+from starlette.responses import Response
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["generation"])
 

@@ -7,9 +7,8 @@ import platform
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-
-from serve.errors import EngineDead, EngineFailure, EngineNotReady, ShuttingDown, envelope, error_response
-from serve.routers.deps import ERROR_RESPONSES, require_api_key
+from orpo_deploy.serve.errors import EngineDead, EngineFailure, EngineNotReady, ShuttingDown, envelope, error_response
+from orpo_deploy.serve.routers.deps import ERROR_RESPONSES, require_api_key
 
 router = APIRouter(tags=["health"])
 

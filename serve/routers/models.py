@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-
-from serve.errors import ModelNotFound
-from serve.protocol import ModelCard, ModelList
-from serve.routers.deps import ERROR_RESPONSES, require_api_key
+from orpo_deploy.serve.errors import ModelNotFound
+from orpo_deploy.serve.protocol import ModelCard, ModelList
+from orpo_deploy.serve.routers.deps import ERROR_RESPONSES, require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
 

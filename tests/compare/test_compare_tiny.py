@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from compare.cli import main
-from core.manifest import read_manifest
-from core.models import resolve_model
+from orpo_deploy.compare.cli import main
+from orpo_deploy.core.manifest import read_manifest
+from orpo_deploy.core.models import resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import pytest
-
-from compare.cli import main
-from compare.config import NO_INTERMEDIATE_SAVES, CompareConfig
-from train.config import ConfigError
+from orpo_deploy.compare.cli import main
+from orpo_deploy.compare.config import NO_INTERMEDIATE_SAVES, CompareConfig
+from orpo_deploy.train.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

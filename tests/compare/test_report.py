@@ -3,9 +3,8 @@
 import json
 
 import pytest
-
-from compare.plots import plot_all
-from compare.report import arm_totals, build_report, memory_claim, quality_claim, time_claim, to_markdown
+from orpo_deploy.compare.plots import plot_all
+from orpo_deploy.compare.report import arm_totals, build_report, memory_claim, quality_claim, time_claim, to_markdown
 
 
 def stage(process_s, loop_s, rss, tps, steps=30, cuda=None):

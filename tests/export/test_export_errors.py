@@ -6,8 +6,7 @@ import json
 import shutil
 
 import pytest
-
-from export.cli import main as export_main
+from orpo_deploy.export.cli import main as export_main
 
 TINY = "tiny-smollm2"
 
@@ -109,7 +108,7 @@ def test_existing_output_folder_is_kept(tiny_model_dir, out, capsys):
 
 
 def test_yaml_config_unknown_key_and_precedence(tmp_path, out, capsys):
-    from export.cli import parse_config
+    from orpo_deploy.export.cli import parse_config
 
     cfg_file = tmp_path / "export.yaml"
     cfg_file.write_text("model: tiny-smollm2\nmethod: awq\ngroup_size: 64\nmin_retention: 0.5\n")

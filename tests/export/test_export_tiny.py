@@ -12,10 +12,9 @@ import math
 import re
 
 import pytest
-
-from core.manifest import MANIFEST_NAME, read_manifest, sha256_file
-from export.cli import main as export_main
-from export.quality import vllm_serves_4bit
+from orpo_deploy.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from orpo_deploy.export.cli import main as export_main
+from orpo_deploy.export.quality import vllm_serves_4bit
 
 FAST_QUALITY = ["--eval-limit", "4", "--eval-max-new-tokens", "8", "--calibration-size", "16"]
 CHAT = [{"role": "user", "content": "Name three colours."}]
@@ -88,9 +87,8 @@ def test_manifest_is_chained_to_the_input(gptq_dir, tiny_model_dir):
 
 def test_quantised_model_stays_close_to_the_full_one_and_answers(gptq_dir, awq_dir):
     import torch
-
-    from evaluation.generate import generate_hf
-    from evaluation.loading import load_model
+    from orpo_deploy.evaluation.generate import generate_hf
+    from orpo_deploy.evaluation.loading import load_model
 
     _, full, tok = load_model("tiny-smollm2")
     ids = tok.apply_chat_template(CHAT, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
@@ -116,7 +114,7 @@ def test_awq_keeps_zero_points(awq_dir):
 @pytest.mark.skipif(not VLLM_OK, reason=f"vLLM cannot run 4-bit weights on this host: {VLLM_WHY}")
 @pytest.mark.parametrize("which", ["gptq_dir", "awq_dir"])
 def test_vllm_loads_the_export_and_answers_a_chat_request(which, request):
-    from evaluation.generate import generate_vllm
+    from orpo_deploy.evaluation.generate import generate_vllm
 
     folder = request.getfixturevalue(which)
     answers = generate_vllm(str(folder), [CHAT], max_new_tokens=8)
@@ -127,15 +125,15 @@ def test_quality_gate_refuses_a_degraded_export(tiny_model_dir, tmp_path, monkey
     """A random model cannot be made measurably worse by a bad 4-bit config (measured: per-channel groups with
     one calibration sample keep its perplexity within 0.1%), so the quantised model's measured figures are
     degraded on their way to the gate; everything else, quantisation and evaluation included, runs for real."""
-    import export.pipeline
+    import orpo_deploy.export.pipeline as export_pipeline
 
-    real = export.pipeline.model_figures
+    real = export_pipeline.model_figures
 
     def degraded(model_dir, cfg, engine):
         figures = real(model_dir, cfg, engine)
         return {**figures, "perplexity": figures["perplexity"] * 2.0}
 
-    monkeypatch.setattr(export.pipeline, "model_figures", degraded)
+    monkeypatch.setattr(export_pipeline, "model_figures", degraded)
     out = tmp_path / "bad-gptq"
     argv = ["--model", str(tiny_model_dir), "--method", "gptq", "--group-size", "-1", *FAST_QUALITY]
     code = export_main([*argv, "--calibration-size", "1", "--min-retention", "0.9", "--output", str(out)])

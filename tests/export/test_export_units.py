@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from export.calibration import as_messages, calibration_samples, evenly_spaced
-from export.checks import quantised_layer_widths, resolve_group_size
-from export.config import ConfigError, ExportConfig, ExportError
-from export.quality import compare, gate_failures, retention
-from export.quantize import quantize_config_kwargs
+from orpo_deploy.export.calibration import as_messages, calibration_samples, evenly_spaced
+from orpo_deploy.export.checks import quantised_layer_widths, resolve_group_size
+from orpo_deploy.export.config import ConfigError, ExportConfig, ExportError
+from orpo_deploy.export.quality import compare, gate_failures, retention
+from orpo_deploy.export.quantize import quantize_config_kwargs
 
 
 def test_retention_is_a_ratio_and_inverted_for_perplexity():

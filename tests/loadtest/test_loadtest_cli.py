@@ -6,8 +6,7 @@ import json
 
 import pytest
 from loadtest_fakes import write_run
-
-from loadtest.cli import UsageError, check_host, main, parse_duration
+from orpo_deploy.loadtest.cli import UsageError, check_host, main, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,7 @@ import json
 
 import pytest
 from loadtest_fakes import FakeOpenAI
-
-from loadtest.cli import main
+from orpo_deploy.loadtest.cli import main
 
 # find_spec, not importorskip: importing locust would monkey-patch this test process with gevent
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("locust") is None, reason="needs locust")

@@ -9,10 +9,9 @@ import statistics
 
 import pytest
 from loadtest_fakes import FakeOpenAI
-
-from loadtest.arrivals import schedule
-from loadtest.cli import main
-from loadtest.goodput import goodput, is_good, tpot_ms
+from orpo_deploy.loadtest.arrivals import schedule
+from orpo_deploy.loadtest.cli import main
+from orpo_deploy.loadtest.goodput import goodput, is_good, tpot_ms
 
 
 def ks_exponential(gaps: list[float], rate: float) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtest.profiles import hold, ramp, soak, spike
+from orpo_deploy.loadtest.profiles import hold, ramp, soak, spike
 
 
 def users_over(profile, users=8, rate=2.0, run_time=100.0):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from loadtest_fakes import write_run
-
-from loadtest.slo import DEFAULT_SLOS, SLO_KEYS, SLOError, evaluate, parse_slos
-from loadtest.summary import summarize
+from orpo_deploy.loadtest.slo import DEFAULT_SLOS, SLO_KEYS, SLOError, evaluate, parse_slos
+from orpo_deploy.loadtest.summary import summarize
 
 
 def test_parse_adds_defaults_and_lets_the_user_override_them():
@@ -33,7 +32,7 @@ def test_bad_slos_say_what_is_wrong(item, message):
 
 
 def test_every_key_reads_a_summary_field(tmp_path):
-    from loadtest.goodput import goodput
+    from orpo_deploy.loadtest.goodput import goodput
 
     summary = summarize(write_run(tmp_path))
     records = [{"start": i * 0.1, "ok": True, "ttft_ms": 5.0, "e2e_ms": 20.0, "output_tokens": 4} for i in range(5)]

@@ -6,8 +6,7 @@ import itertools
 import json
 
 import pytest
-
-from loadtest.sse import StreamError, read_chat_stream
+from orpo_deploy.loadtest.sse import StreamError, read_chat_stream
 
 
 def sse(*events) -> list[bytes]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from loadtest_fakes import STATS_COLUMNS, stats_row, write_csv, write_run
-
-from loadtest.plots import plot_history, read_history
-from loadtest.summary import SummaryError, summarize
+from orpo_deploy.loadtest.plots import plot_history, read_history
+from orpo_deploy.loadtest.summary import SummaryError, summarize
 
 
 def test_summary_counts_only_http_rows_and_derives_rates(tmp_path):

@@ -1,7 +1,7 @@
 """orpo-loadtest against a real orpo-serve (vLLM engine, tiny model): one server for the module.
 
-The server is ``python -m serve`` on a free port; the fixture polls /health then /ready with a deadline and always
-stops it. The SLO floors below are CI gates, not benchmarks: loadtest/README.md says how they were chosen.
+The server is ``python -m orpo_deploy.serve`` on a free port; the fixture polls /health then /ready with a deadline
+and always stops it. The SLO floors below are CI gates, not benchmarks: loadtest/README.md says how they were chosen.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from core.models import TINY_NAME, resolve_model
-from loadtest import metrics_check
-from loadtest.cli import main
-from loadtest.servers import ServerError, free_port, start_server, stop_server
+from orpo_deploy.core.models import TINY_NAME, resolve_model
+from orpo_deploy.loadtest import metrics_check
+from orpo_deploy.loadtest.cli import main
+from orpo_deploy.loadtest.servers import ServerError, free_port, start_server, stop_server
 
 pytestmark = [
     pytest.mark.integration,
@@ -43,7 +42,17 @@ LOAD = ["--users", "4", "--spawn-rate", "4", "--max-tokens", "32", "--api-key", 
 def server_url(tmp_path_factory):
     resolve_model(TINY_NAME)  # build the tiny model before the clock starts
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
-    argv = [sys.executable, "-m", "serve", "--model", TINY_NAME, "--port", str(port), "--max-model-len", "512"]
+    argv = [
+        sys.executable,
+        "-m",
+        "orpo_deploy.serve",
+        "--model",
+        TINY_NAME,
+        "--port",
+        str(port),
+        "--max-model-len",
+        "512",
+    ]
     argv += ["--enforce-eager", "--kv-cache-gib", "1", "--api-key", KEY]
     try:
         srv = start_server(argv, f"http://127.0.0.1:{port}", log, timeout_s=START_DEADLINE_S, cwd=REPO)

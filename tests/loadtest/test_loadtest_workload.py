@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from loadtest.cli import main
-from loadtest.workload import WorkloadError, load, parse_row
+from orpo_deploy.loadtest.cli import main
+from orpo_deploy.loadtest.workload import WorkloadError, load, parse_row
 
 
 def test_row_formats():
@@ -23,7 +22,9 @@ def test_row_formats():
 
 
 def test_the_default_workload_loads():
-    from data.load import default_split_path  # the locustfile's default (importing it would patch with gevent)
+    from orpo_deploy.data.load import (
+        default_split_path,  # the locustfile's default (importing it would patch with gevent)
+    )
 
     assert len(load(default_split_path("test"))) == 640
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from pipeline.cli import main
-from pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, load_config, parse_set
-from pipeline.stages import choose_served_model
+from orpo_deploy.pipeline.cli import main
+from orpo_deploy.pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, load_config, parse_set
+from orpo_deploy.pipeline.stages import choose_served_model
 
 
 def test_shipped_configs_load_with_and_without_quick():
@@ -55,7 +54,7 @@ def test_serving_choice_falls_back_to_merged_without_4bit_kernels():
 
 
 def test_export_group_size_reaches_orpo_export_only_when_set():
-    from pipeline.stages import plan_export
+    from orpo_deploy.pipeline.stages import plan_export
 
     def argv(cfg) -> list[str]:
         return [str(a) for a in plan_export(cfg).command]
@@ -67,14 +66,14 @@ def test_export_group_size_reaches_orpo_export_only_when_set():
 
 
 def test_onpolicy_pairs_stage_feeds_training_and_calibration(tmp_path):
-    from pipeline.stages import PAIRS, TRAIN, output_dir, plan_export, plan_pairs, plan_train, stages
+    from orpo_deploy.pipeline.stages import PAIRS, TRAIN, output_dir, plan_export, plan_pairs, plan_train, stages
 
     committed = load_config(CPU_CONFIG)
     assert PAIRS not in stages(committed) and TRAIN in stages(committed)
     cfg = load_config(CPU_CONFIG, overrides=parse_set(["pairs.source=onpolicy", "pairs.k=6", f"runs_dir={tmp_path}"]))
     assert stages(cfg)[:2] == (PAIRS, TRAIN)
     pairs = [str(a) for a in plan_pairs(cfg, tmp_path).command]
-    assert pairs[pairs.index("-m") + 1 : pairs.index("-m") + 3] == ["data.cli", "generate"]
+    assert pairs[pairs.index("-m") + 1 : pairs.index("-m") + 3] == ["orpo_deploy.data.cli", "generate"]
     assert pairs[pairs.index("--k") + 1] == "6" and pairs[pairs.index("--split") + 1] == "train"
     pairs_file = str(output_dir(cfg, PAIRS) / "pairs.jsonl")
     assert f"dataset={pairs_file}" in [str(a) for a in plan_train(cfg, tmp_path).command]
@@ -89,7 +88,7 @@ def test_onpolicy_pairs_stage_feeds_training_and_calibration(tmp_path):
 
 
 def test_rounds_chain_pairs_train_and_dev_from_the_previous_round(tmp_path):
-    from pipeline.stages import merged_dir, plan_dev, plan_export, plan_pairs, plan_train, stages
+    from orpo_deploy.pipeline.stages import merged_dir, plan_dev, plan_export, plan_pairs, plan_train, stages
 
     cfg = load_config(
         CPU_CONFIG, overrides=parse_set(["pairs.source=onpolicy", "pairs.rounds=2", f"runs_dir={tmp_path}"])

@@ -9,10 +9,9 @@ import shutil
 
 import pytest
 import yaml
-
-from pipeline.cli import main
-from pipeline.stages import PAIRS
-from pipeline.stages import STAGES as ALL_STAGES
+from orpo_deploy.pipeline.cli import main
+from orpo_deploy.pipeline.stages import PAIRS
+from orpo_deploy.pipeline.stages import STAGES as ALL_STAGES
 
 STAGES = tuple(s for s in ALL_STAGES if s != PAIRS)  # committed pairs: no pairs stage
 

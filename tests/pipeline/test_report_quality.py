@@ -2,10 +2,10 @@
 
 import json
 
-from evaluation.instruct import summarize, verdicts
-from pipeline.charts import quality_chart
-from pipeline.quality import COLUMNS, collect_quality, quality_markdown
-from pipeline.report import read_json
+from orpo_deploy.evaluation.instruct import summarize, verdicts
+from orpo_deploy.pipeline.charts import quality_chart
+from orpo_deploy.pipeline.quality import COLUMNS, collect_quality, quality_markdown
+from orpo_deploy.pipeline.report import read_json
 
 ROWS = [
     {"id": f"test-{i:05d}", "topic": f"t{i % 8}", "template": "in" if i % 3 else "out", "relevance": ["tea"],
@@ -47,7 +47,7 @@ def test_quality_section_has_intervals_floor_templates_and_a_paired_difference(t
 def test_rounds_are_collected_in_order_with_their_dev_figures(tmp_path):
     import json
 
-    from pipeline.report import collect_rounds
+    from orpo_deploy.pipeline.report import collect_rounds
 
     for suffix, pairs, mean in (("", 120, 0.31), ("-2", 150, 0.42)):
         (tmp_path / f"pairs{suffix}").mkdir()

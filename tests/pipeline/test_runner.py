@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipeline.runner import RUN_MARKER, StageFailed, StagePlan, StageRunner, claim_run_dir, fingerprint
+from orpo_deploy.pipeline.runner import RUN_MARKER, StageFailed, StagePlan, StageRunner, claim_run_dir, fingerprint
 
 # A fake stage: writes OUT/manifest.json with a fresh nonce (like a real stage's created_at), or fails.
 WRITE = (
@@ -184,7 +183,7 @@ def test_only_a_claimed_run_folder_is_ever_cleared(tmp_path):
 
 
 def test_pipeline_names_must_be_plain():
-    from pipeline.config import CPU_CONFIG, ConfigError, load_config, parse_set
+    from orpo_deploy.pipeline.config import CPU_CONFIG, ConfigError, load_config, parse_set
 
     for name in ("..", ".", "a/b", "x y", "../../src"):
         with pytest.raises(ConfigError, match="plain folder name"):
@@ -203,8 +202,8 @@ def test_sigterm_stops_the_running_stage_too(tmp_path):
     script = f"""
 import io, signal, sys
 from pathlib import Path
-from pipeline.cli import _terminated
-from pipeline.runner import StagePlan, StageRunner, claim_run_dir
+from orpo_deploy.pipeline.cli import _terminated
+from orpo_deploy.pipeline.runner import StagePlan, StageRunner, claim_run_dir
 root = Path({str(tmp_path / "run")!r}); claim_run_dir(root)
 signal.signal(signal.SIGTERM, _terminated)
 plan = StagePlan(name="s", output=root / "s", manifest="m.json", settings={{}}, inputs={{}},

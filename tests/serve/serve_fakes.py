@@ -6,8 +6,8 @@ import asyncio
 import json
 from collections.abc import Sequence
 
-from serve.engine import ChoiceDelta, EngineOutput, EngineStats, SamplingOptions, TokenLogprob
-from serve.errors import EngineFailure
+from orpo_deploy.serve.engine import ChoiceDelta, EngineOutput, EngineStats, SamplingOptions, TokenLogprob
+from orpo_deploy.serve.errors import EngineFailure
 
 
 class FakeEngine:

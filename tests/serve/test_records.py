@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from orpo_deploy.serve.records import RecordSettings, RecordStore, completions, feedback, key_hash
 from test_serve_http import CHAT, KEY, OTHER_KEY, assert_envelope, chat_body, serving
-
-from serve.records import RecordSettings, RecordStore, completions, feedback, key_hash
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,7 +119,7 @@ def test_prompts_can_be_kept_as_a_hash_only(tmp_path):
 
 WRITER = """
 import sys, time
-from serve.records import RecordSettings, RecordStore
+from orpo_deploy.serve.records import RecordSettings, RecordStore
 store = RecordStore(RecordSettings(sys.argv[1], batch_size=8))
 i = 0
 while True:
@@ -167,7 +166,7 @@ def test_the_same_store_on_a_real_postgresql_server(tmp_path):
         store.add_feedback(up["id"], key_hash(KEY), "rating", rating=1.0)
         store.add_feedback(down["id"], key_hash(KEY), "rating", rating=-1.0)
         store.close()
-        from data.cli import main as data_main
+        from orpo_deploy.data.cli import main as data_main
 
         assert data_main(["from-feedback", url, "--output", str(tmp_path / "pairs"), "--dev-percent", "0"]) == 0
         (pair,) = [json.loads(line) for line in (tmp_path / "pairs" / "train.jsonl").read_text().splitlines()]
@@ -190,7 +189,7 @@ def test_the_same_store_on_a_real_postgresql_server(tmp_path):
 
 @pytest.mark.anyio
 async def test_a_store_that_cannot_be_opened_stops_the_server_at_start(tmp_path):
-    from serve.records import RecordError
+    from orpo_deploy.serve.records import RecordError
 
     with pytest.raises(RecordError, match="cannot migrate the record store"):
         async with serving(record=f"sqlite:///{tmp_path}/no/such/folder/r.db"):

@@ -17,8 +17,9 @@ import pytest
 pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 
-from core.models import TINY_NAME  # noqa: E402
-from loadtest.servers import RunningServer  # noqa: E402
+from orpo_deploy.core.models import TINY_NAME  # noqa: E402
+from orpo_deploy.loadtest.servers import RunningServer  # noqa: E402
+
 from tests.serve.tiny_server import run_tiny_server  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,11 +8,10 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from orpo_deploy.core.manifest import make_manifest, write_manifest
+from orpo_deploy.serve.app import create_app, drain
+from orpo_deploy.serve.config import ServeConfig
 from serve_fakes import FakeEngine, call_then_disconnect
-
-from core.manifest import make_manifest, write_manifest
-from serve.app import create_app, drain
-from serve.config import ServeConfig
 
 KEY, OTHER_KEY = "test-key-1-" + "a" * 24, "test-key-2-" + "b" * 24  # keys are >= 32 characters
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -459,13 +458,13 @@ async def test_engine_start_freezes_the_startup_heap(tmp_path, monkeypatch):
     so the full collections that serving's garbage triggers do not walk them (measured: 350 ms -> 1 ms)."""
     import gc
 
-    import core.models
-    from serve.engine import VllmEngine
+    import orpo_deploy.core.models as core_models
+    from orpo_deploy.serve.engine import VllmEngine
 
     async def fake_start(config, model_dir):
         return FakeEngine()
 
-    monkeypatch.setattr(core.models, "resolve_model", lambda model: tmp_path)
+    monkeypatch.setattr(core_models, "resolve_model", lambda model: tmp_path)
     monkeypatch.setattr(VllmEngine, "start", staticmethod(fake_start))
     gc.unfreeze()
     app = create_app(make_config(model=str(tmp_path)))
@@ -586,9 +585,9 @@ async def test_a_stream_that_is_not_read_is_dropped_and_its_generation_aborted()
 
 @pytest.mark.anyio
 async def test_engine_death_turns_ready_and_requests_503_and_stops_the_process(monkeypatch):
-    import serve.app
+    import orpo_deploy.serve.app as serve_app
 
-    monkeypatch.setattr(serve.app, "DEATH_GRACE_SECONDS", 0.05)
+    monkeypatch.setattr(serve_app, "DEATH_GRACE_SECONDS", 0.05)
     stopped = asyncio.Event()
     async with serving(engine_check_seconds=0.05) as (app, client, engine):
         app.state.serve.on_fatal = stopped.set

@@ -9,12 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from loadtest.servers import free_port
+from orpo_deploy.loadtest.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 APP = """
 import sys, uvicorn
-from serve.http import protocol_with_header_timeout
+from orpo_deploy.serve.http import protocol_with_header_timeout
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return

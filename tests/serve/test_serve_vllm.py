@@ -1,7 +1,7 @@
 """orpo-serve with the real vLLM engine on the tiny model: one server process for the whole module.
 
-The server is ``python -m serve`` on a free port; the fixture waits for /health, then /ready, by polling with
-a deadline, and always stops it. The SIGTERM test runs last and stops the shared server itself.
+The server is ``python -m orpo_deploy.serve`` on a free port; the fixture waits for /health, then /ready, by polling
+with a deadline, and always stops it. The SIGTERM test runs last and stops the shared server itself.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 
+from orpo_deploy.core.models import TINY_NAME, resolve_model  # noqa: E402
+from orpo_deploy.loadtest.servers import RunningServer  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from core.models import TINY_NAME, resolve_model  # noqa: E402
-from loadtest.servers import RunningServer  # noqa: E402
 from tests.serve.tiny_server import run_tiny_server  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -9,8 +9,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from train.allocator import ENV_VAR, JEMALLOC_CONF, AllocatorError, find_jemalloc, jemalloc_env, wanted_library
+from orpo_deploy.train.allocator import (
+    ENV_VAR,
+    JEMALLOC_CONF,
+    AllocatorError,
+    find_jemalloc,
+    jemalloc_env,
+    wanted_library,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +43,7 @@ def test_glibc_by_default_and_no_second_preload(tmp_path):
 
 
 def test_asking_for_a_missing_jemalloc_is_an_error(tmp_path, monkeypatch):
-    import train.allocator as allocator
+    import orpo_deploy.train.allocator as allocator
 
     monkeypatch.setattr(allocator, "_SYSTEM_DIRS", ())
     with pytest.raises(AllocatorError, match="libjemalloc.so.2 is not installed"):
@@ -59,14 +65,14 @@ def test_a_command_re_executes_under_jemalloc(tmp_path, choice):
         textwrap.dedent(
             """
             import os, sys
-            from train.allocator import active_allocator, reexec_under_jemalloc
+            from orpo_deploy.train.allocator import active_allocator, reexec_under_jemalloc
             reexec_under_jemalloc("probe_cmd", sys.argv[1:])
             print(active_allocator(), os.environ.get("MALLOC_CONF"), *sys.argv[1:])
             """
         )
     )
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
-    env.update({ENV_VAR: choice, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])})
+    env.update({ENV_VAR: choice, "PYTHONPATH": str(tmp_path)})
     out = subprocess.run(
         [sys.executable, "-m", "probe_cmd", "--flag", "x y"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
@@ -78,7 +84,11 @@ def test_a_command_re_executes_under_jemalloc(tmp_path, choice):
 def test_orpo_train_refuses_an_unknown_allocator():
     env = {**os.environ, ENV_VAR: "tcmalloc"}
     out = subprocess.run(
-        [sys.executable, "-m", "train.cli", "--print-config"], cwd=REPO, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "orpo_deploy.train.cli", "--print-config"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert (
         out.returncode == 2

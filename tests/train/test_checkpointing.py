@@ -8,13 +8,12 @@ import os
 
 import pytest
 import torch
+from orpo_deploy.train.checkpointing import MIN_SAVED_INNER_DIM, _policy, checkpointing_kwargs, selective_context
+from orpo_deploy.train.config import ConfigError
+from orpo_deploy.train.lora_dropout import DropoutLinear
 from test_lean_orpo import build, randomize_lora_b
 from test_training import tiny_config
 from torch.utils.checkpoint import CheckpointPolicy
-
-from train.checkpointing import MIN_SAVED_INNER_DIM, _policy, checkpointing_kwargs, selective_context
-from train.config import ConfigError
-from train.lora_dropout import DropoutLinear
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 aten = torch.ops.aten
@@ -81,7 +80,7 @@ def test_checkpointed_gradients_equal_plain(tmp_path):
 
 def test_selective_checkpointing_trains_saves_and_resumes(tmp_path):
     """The policy travels inside TrainingArguments, which transformers pickles into every checkpoint."""
-    from train.pipeline import run_training
+    from orpo_deploy.train.pipeline import run_training
 
     cfg = tiny_config(tmp_path, gradient_checkpointing=True, checkpoint_policy="selective", max_steps=2, save_steps=1)
     assert run_training(cfg).is_dir()

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from train.cli import main, parse_config
-from train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help
+from orpo_deploy.train.cli import main, parse_config
+from orpo_deploy.train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,7 +86,7 @@ def test_cli_subprocess_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: -0.001\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "train.cli", "--config", str(bad)], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "orpo_deploy.train.cli", "--config", str(bad)], cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -3,12 +3,11 @@ checkpoint and stops early."""
 
 import pytest
 import torch
-
-from core.manifest import read_manifest
-from evaluation.generate import Generation
-from train.callbacks import read_metrics
-from train.dev_eval import GenerationEval, GenerationEvalError, figures
-from train.pipeline import run_training
+from orpo_deploy.core.manifest import read_manifest
+from orpo_deploy.evaluation.generate import Generation
+from orpo_deploy.train.callbacks import read_metrics
+from orpo_deploy.train.dev_eval import GenerationEval, GenerationEvalError, figures
+from orpo_deploy.train.pipeline import run_training
 
 ROWS = [
     {"topic": "a", "constraints": [{"kind": "lowercase", "kwargs": {}}], "relevance": ["moon"]},

@@ -10,11 +10,10 @@ import os
 
 import pytest
 import torch
+from orpo_deploy.core.models import resolve_model
+from orpo_deploy.train.lean_logps import LeanForwardError, label_logps, orpo_sequence_logps
 from test_training import tiny_config
 from torch import nn
-
-from core.models import resolve_model
-from train.lean_logps import LeanForwardError, label_logps, orpo_sequence_logps
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -81,10 +80,9 @@ def test_sequence_logps_use_trls_positions():
 
 
 def build(tmp_path, orpo_forward: str, **overrides):
+    from orpo_deploy.train.pipeline import load_pairs, prepare_pairs
+    from orpo_deploy.train.trainer import build_trainer
     from transformers import AutoTokenizer
-
-    from train.pipeline import load_pairs, prepare_pairs
-    from train.trainer import build_trainer
 
     settings = {"orpo_forward": orpo_forward, "lora_dropout": 0.0, "logit_chunk_size": 50, **overrides}
     cfg = tiny_config(tmp_path, **settings)
@@ -197,7 +195,7 @@ class CappedLogits(nn.Module):
 
 
 def test_lean_refuses_logits_capped_after_the_head():
-    from train.trainer import check_lean_forward
+    from orpo_deploy.train.trainer import check_lean_forward
 
     model = CappedLogits(torch.tanh)
     with pytest.raises(LeanForwardError, match="logits are not lm_head"):

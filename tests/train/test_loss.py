@@ -5,8 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from train.loss import log1mexp, orpo_loss
+from orpo_deploy.train.loss import log1mexp, orpo_loss
 
 
 def test_hand_worked_example():

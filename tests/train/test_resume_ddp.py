@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from core.manifest import read_manifest
-from train.callbacks import read_metrics
-from train.pipeline import latest_checkpoint
+from orpo_deploy.core.manifest import read_manifest
+from orpo_deploy.train.callbacks import read_metrics
+from orpo_deploy.train.pipeline import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 600
@@ -47,7 +46,7 @@ def cli_args(tmp_path: Path, max_steps: int, save_steps: int) -> list[str]:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "TRL_EXPERIMENTAL_SILENCE": "1", "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.slow
@@ -55,7 +54,9 @@ def test_kill_after_checkpoint_then_resume(tmp_path):
     args = cli_args(tmp_path, max_steps=400, save_steps=5)
     checkpoints = tmp_path / "out" / "run" / "checkpoints"
     log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "train.cli", *args], cwd=REPO, env=env(), stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orpo_deploy.train.cli", *args], cwd=REPO, env=env(), stdout=log, stderr=log
+    )
     try:
         deadline = time.monotonic() + DEADLINE_S
         while latest_checkpoint(checkpoints) is None:
@@ -73,7 +74,11 @@ def test_kill_after_checkpoint_then_resume(tmp_path):
     resumed_max = step + 10  # a short continuation keeps the test quick
     args = cli_args(tmp_path, max_steps=resumed_max, save_steps=5)
     done = subprocess.run(
-        [sys.executable, "-m", "train.cli", *args, "--resume"], cwd=REPO, env=env(), capture_output=True, text=True
+        [sys.executable, "-m", "orpo_deploy.train.cli", *args, "--resume"],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = read_manifest(tmp_path / "out" / "merged")
@@ -95,7 +100,7 @@ def test_two_cpu_processes_under_accelerate(tmp_path):
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "configs" / "accelerate" / "ddp_cpu.yaml"),
         "--main_process_port", str(free_port()),
-        "-m", "train.cli", *cli_args(tmp_path, max_steps=3, save_steps=2),
+        "-m", "orpo_deploy.train.cli", *cli_args(tmp_path, max_steps=3, save_steps=2),
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=DEADLINE_S)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -5,9 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
-from train.config import ConfigError
-from train.sweep import main, parse_grid, plan
+from orpo_deploy.train.config import ConfigError
+from orpo_deploy.train.sweep import main, parse_grid, plan
 
 
 def test_grid_parsing_and_validation(tmp_path):
@@ -29,7 +28,7 @@ def test_grid_parsing_and_validation(tmp_path):
 
 def test_cli_bad_grid_is_one_line():
     proc = subprocess.run(
-        [sys.executable, "-m", "train.sweep", "--grid", "beta"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "orpo_deploy.train.sweep", "--grid", "beta"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "KEY=V1,V2" in proc.stderr
 

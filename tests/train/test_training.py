@@ -5,13 +5,12 @@ import os
 
 import pytest
 import torch
-
-from core.manifest import read_manifest, weights_sha256
-from core.models import resolve_model
-from train.callbacks import ORPO_KEYS, read_metrics
-from train.config import TrainConfig
-from train.merge import MergeError, merge_adapter
-from train.pipeline import TrainError, run_training
+from orpo_deploy.core.manifest import read_manifest, weights_sha256
+from orpo_deploy.core.models import resolve_model
+from orpo_deploy.train.callbacks import ORPO_KEYS, read_metrics
+from orpo_deploy.train.config import TrainConfig
+from orpo_deploy.train.merge import MergeError, merge_adapter
+from orpo_deploy.train.pipeline import TrainError, run_training
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
 
@@ -148,10 +147,9 @@ def test_existing_run_needs_resume(trained):
 def test_no_empty_responses_reach_trl(tmp_path):
     """With trl's own truncation only, the 200-sentence prompt would leave an empty response; ours keeps one."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from orpo_deploy.train.pipeline import load_pairs, prepare_pairs
+    from orpo_deploy.train.trainer import build_trainer
     from transformers import AutoTokenizer
-
-    from train.pipeline import load_pairs, prepare_pairs
-    from train.trainer import build_trainer
 
     cfg = tiny_config(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
