@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from orpo_deploy.core.models import TINY_NAME, resolve_model  # noqa: E402
-from orpo_deploy.loadtest.servers import free_port, start_server, stop_server  # noqa: E402
+from orpo_deploy.loadtest.servers import free_port, orpo_serve_command, start_server, stop_server  # noqa: E402
 
 KEY = "bench-key-" + "0" * 30
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -137,17 +137,7 @@ def main() -> int:
     resolve_model(TINY_NAME)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [
-        sys.executable,
-        "-m",
-        "orpo_deploy.serve",
-        "--model",
-        TINY_NAME,
-        "--port",
-        str(port),
-        "--max-model-len",
-        str(MAX_LEN),
-    ]
+    argv = orpo_serve_command(TINY_NAME, port, "--max-model-len", str(MAX_LEN))
     argv += ["--kv-cache-gib", "1", "--enforce-eager", "--max-tokens-cap", str(CAP), "--allow-benchmark-params"]
     argv += ["--stream-write-timeout-seconds", str(WRITE_TIMEOUT), "--max-concurrency", "16"]
     args.output.mkdir(parents=True, exist_ok=True)

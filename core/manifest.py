@@ -32,6 +32,11 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sha256_json(value: Any) -> str:
+    """sha256 of a JSON value with sorted keys: the one fingerprint of settings, inputs and file lists."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def weights_sha256(model_dir: str | os.PathLike) -> dict[str, str]:
     """sha256 of every weight file directly in ``model_dir``, keyed by file name."""
     root = Path(model_dir)

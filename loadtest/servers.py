@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,11 @@ class RunningServer:
         return self.log.read_text(errors="replace")[-n:]
 
 
+def orpo_serve_command(model: str | Path, port: int, *args: str) -> list[str]:
+    """The command line of orpo-serve on ``model`` at ``port`` (loopback), run by this interpreter."""
+    return [sys.executable, "-m", "orpo_deploy.serve", "--model", str(model), "--port", str(port), *args]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,7 +72,9 @@ def start_server(
     environ = {**CPU_ENV, **os.environ, **(env or {})}
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
+        out.write(f"\n===== $ {' '.join(argv)}\n".encode())
+        out.flush()
         proc = subprocess.Popen(
             argv, cwd=cwd, env=environ, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -86,6 +94,12 @@ def start_server(
 
 def stop_server(proc: subprocess.Popen, grace_s: float = 60.0) -> int | None:
     """SIGTERM (the server drains), then SIGKILL its process group after ``grace_s``; returns the exit code."""
+    return stop_process(proc, grace_s)[0]
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 60.0) -> tuple[int | None, bool]:
+    """``stop_server``, also saying whether it had to be killed."""
+    killed = False
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -93,4 +107,5 @@ def stop_server(proc: subprocess.Popen, grace_s: float = 60.0) -> int | None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what start_server started
             proc.wait(timeout=10)
-    return proc.returncode
+            killed = True
+    return proc.returncode, killed

@@ -11,7 +11,6 @@ The keys cover settings and inputs, not the code: after changing a stage's code,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orpo_deploy.core.io import write_json
-from orpo_deploy.core.manifest import sha256_file
+from orpo_deploy.core.manifest import sha256_file, sha256_json
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +61,7 @@ class StagePlan:
 
     @property
     def key(self) -> str:
-        text = json.dumps({"stage": self.name, "settings": self.settings, "inputs": self.inputs}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return sha256_json({"stage": self.name, "settings": self.settings, "inputs": self.inputs})
 
     @property
     def manifest_path(self) -> Path:

@@ -9,15 +9,13 @@ config mean what they mean on the command line.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from orpo_deploy.core.manifest import MANIFEST_NAME, weights_sha256
+from orpo_deploy.core.manifest import MANIFEST_NAME, sha256_json, weights_sha256
 from orpo_deploy.data.splits import split_path
 from orpo_deploy.pipeline.config import PipelineConfig
 from orpo_deploy.pipeline.runner import StagePlan, fingerprint
@@ -74,7 +72,7 @@ def model_fingerprint(model_dir: Path) -> str:
         return fingerprint(manifest)
     if not model_dir.is_dir():
         return f"missing:{model_dir}"  # an earlier round's model not built yet: the key is computed again later
-    return _sha_text(json.dumps(weights_sha256(model_dir), sort_keys=True))
+    return sha256_json(weights_sha256(model_dir))
 
 
 def data_fingerprint(spec: str | None, default_split: str) -> str:
@@ -84,7 +82,7 @@ def data_fingerprint(spec: str | None, default_split: str) -> str:
         return fingerprint(path)
     if path.is_dir():
         files = {str(p.relative_to(path)): fingerprint(p) for p in sorted(path.rglob("*")) if p.is_file()}
-        return _sha_text(json.dumps(files, sort_keys=True))
+        return sha256_json(files)
     return f"spec:{spec}"  # a hub id: its name is all we can key on offline
 
 
@@ -318,7 +316,3 @@ def _yaml_scalar(value: Any) -> str:
     if value is None:
         return ""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def _sha_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from orpo_deploy.core.models import TINY_NAME, resolve_model
 from orpo_deploy.loadtest import metrics_check
 from orpo_deploy.loadtest.cli import main
-from orpo_deploy.loadtest.servers import ServerError, free_port, start_server, stop_server
+from orpo_deploy.loadtest.servers import ServerError, free_port, orpo_serve_command, start_server, stop_server
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,17 +41,7 @@ LOAD = ["--users", "4", "--spawn-rate", "4", "--max-tokens", "32", "--api-key", 
 def server_url(tmp_path_factory):
     resolve_model(TINY_NAME)  # build the tiny model before the clock starts
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "orpo_deploy.serve",
-        "--model",
-        TINY_NAME,
-        "--port",
-        str(port),
-        "--max-model-len",
-        "512",
-    ]
+    argv = orpo_serve_command(TINY_NAME, port, "--max-model-len", "512")
     argv += ["--enforce-eager", "--kv-cache-gib", "1", "--api-key", KEY]
     try:
         srv = start_server(argv, f"http://127.0.0.1:{port}", log, timeout_s=START_DEADLINE_S, cwd=REPO)
