@@ -42,8 +42,10 @@ FIGURES = [
 RATIOS = ["output_tokens_per_s", "ttft_ms.p50", "ttft_ms.p95"]
 
 
-def server_command(kind: str, model_dir: Path, name: str, port: int, max_model_len: int) -> list[str]:
-    common = ["--port", str(port), "--max-model-len", str(max_model_len), "--enforce-eager"]
+def server_command(
+    kind: str, model_dir: Path, name: str, port: int, max_model_len: int, extra: tuple[str, ...] = ()
+) -> list[str]:
+    common = ["--port", str(port), "--max-model-len", str(max_model_len), "--enforce-eager", *extra]
     if kind == "orpo-serve":
         return [sys.executable, "-m", "orpo_deploy.serve", "--model", str(model_dir), "--served-model-name", name,
                 "--kv-cache-gib", "1", "--allow-benchmark-params", *common]  # fmt: skip
@@ -65,11 +67,11 @@ def cpu_seconds(pid: int) -> dict[str, float]:
     return {"frontend": t.user + t.system, "engine_and_children": children}
 
 
-def run_one(kind: str, args: argparse.Namespace, model_dir: Path, out: Path) -> dict:
+def run_one(kind: str, args: argparse.Namespace, model_dir: Path, out: Path, extra: tuple[str, ...] = ()) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     out.mkdir(parents=True, exist_ok=True)
-    argv = server_command(kind, model_dir, args.served_name, port, args.max_model_len)
+    argv = server_command(kind, model_dir, args.served_name, port, args.max_model_len, extra)
     probe = "/ready" if kind == "orpo-serve" else "/health"  # vLLM listens only once its engine is up
     server = start_server(argv, url, out / "server.log", ready_path=probe, timeout_s=args.start_deadline, cwd=REPO)
     proc, startup_s = server.proc, server.startup_s

@@ -21,6 +21,7 @@ from typing import Any
 from orpo_deploy.compare.config import CompareConfig
 from orpo_deploy.compare.report import build_report, to_markdown
 from orpo_deploy.compare.stage import MERGE_DTYPE
+from orpo_deploy.core.errors import RunFailed
 from orpo_deploy.core.manifest import atomic_output_dir, library_versions, make_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ WORK_MARKER = ".orpo-compare-work"
 EVALUATED = ("base", "sft", "sft_dpo", "orpo")
 
 
-class CompareError(RuntimeError):
+class CompareError(RunFailed):
     """A stage that failed or a folder that cannot be used; the message names the log to read."""
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-class UsageError(Exception):
-    """A bad argument or input; the message is the one line the user sees."""
+from orpo_deploy.core.errors import UsageError
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from orpo_deploy.core.errors import UsageError
 from orpo_deploy.core.manifest import (
     atomic_output_dir,
     library_versions,
@@ -34,7 +35,7 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 CONVERTER_VERSION = 1  # bump when the conversion below changes, so caches are rebuilt
 
 
-class ModelError(ValueError):
+class ModelError(UsageError):
     """A model name or folder that cannot be used; the message says why and what to do."""
 
 

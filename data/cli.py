@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 
-from orpo_deploy.data.onpolicy import GenerateConfig, GenerateError
+from orpo_deploy.core.errors import OrpoError, report
+from orpo_deploy.data.onpolicy import GenerateConfig
 
 
 def generate_parser(sub) -> None:
@@ -58,28 +59,24 @@ def main(argv: list[str] | None = None) -> int:
 
         return build_main(["--check"] if args.check else [])
     if args.command == "from-feedback":
-        from orpo_deploy.data.feedback import FeedbackDataError, run
+        from orpo_deploy.data.feedback import run
 
         try:
             out = run(args.url, args.output, args.model_sha, args.since, args.until, args.dev_percent)
-        except FeedbackDataError as exc:
-            print(f"orpo-data: error: {exc}", file=sys.stderr)
-            return 2
+        except OrpoError as exc:
+            return report("orpo-data", exc)
         print((out / "stats.json").read_text())
         print(f"pairs written to {out}/")
         return 0
     values = {k: v for k, v in vars(args).items() if k not in ("command", "api_key_env")}
-    from orpo_deploy.core.models import ModelError
-    from orpo_deploy.evaluation.generate import EvalError
 
     try:
         cfg = GenerateConfig(**values, api_key=os.environ.get(args.api_key_env) if args.endpoint else None)
         from orpo_deploy.data.onpolicy import run
 
         out = run(cfg)
-    except (GenerateError, ModelError, EvalError) as exc:
-        print(f"orpo-data: error: {exc}", file=sys.stderr)
-        return 2
+    except OrpoError as exc:
+        return report("orpo-data", exc)
     print((out / "stats.md").read_text())
     print(f"pairs written to {out}/")
     return 0

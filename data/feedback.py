@@ -18,10 +18,12 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 
+from orpo_deploy.core.errors import UsageError
+
 MAX_RATING_PAIRS_PER_PROMPT = 4
 
 
-class FeedbackDataError(ValueError):
+class FeedbackDataError(UsageError):
     """A store that cannot be read, or filters that cannot be used; the message says which."""
 
 

@@ -15,12 +15,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from orpo_deploy.core.errors import UsageError
 from orpo_deploy.data.splits import split_path
 
 FIELDS = ("prompt", "chosen", "rejected")
 
 
-class DatasetError(ValueError):
+class DatasetError(UsageError):
     """A dataset that cannot be used; the message names the file, row and column."""
 
 

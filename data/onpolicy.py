@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orpo_deploy.core.errors import UsageError
 from orpo_deploy.core.io import read_jsonl
 from orpo_deploy.core.messages import as_messages
 from orpo_deploy.data.verifiers import Constraint, check, relevant
@@ -38,7 +39,7 @@ SAMPLES_DIR = "samples"  # resumable chunks, beside the output folder while the 
 PAIRS_FILE = "pairs.jsonl"
 
 
-class GenerateError(ValueError):
+class GenerateError(UsageError):
     """Bad input or settings for ``orpo-data generate``; the message names the row or the setting."""
 
 

@@ -16,12 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from orpo_deploy.core.errors import OrpoError, UsageError, report
 from orpo_deploy.core.manifest import atomic_output_dir
-from orpo_deploy.core.models import ModelError
-from orpo_deploy.data.load import DatasetError
 from orpo_deploy.evaluation.config import BENCHMARKS, EvalConfig
-from orpo_deploy.evaluation.generate import EvalError
-from orpo_deploy.evaluation.ifeval import IFEvalUnavailable
 from orpo_deploy.evaluation.markdown import to_markdown
 from orpo_deploy.evaluation.runner import evaluate
 
@@ -68,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_args(argv)
         result = evaluate(cfg)
         write_results(result, cfg.output)
-    except (ValueError, ModelError, DatasetError, EvalError, IFEvalUnavailable, FileNotFoundError) as e:
-        print(f"orpo-eval: error: {e}", file=sys.stderr)
-        return 2
+    except OrpoError as e:  # core/errors.py: the exit code comes with the error
+        return report("orpo-eval", e)
+    except (ValueError, FileNotFoundError) as e:  # bad arguments or files that no orpo module classified
+        return report("orpo-eval", UsageError(str(e)))
     print(to_markdown(result))
     print(f"results written to {cfg.output}/")
     return 0

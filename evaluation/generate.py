@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from orpo_deploy.core.errors import UsageError
 from tqdm.auto import tqdm
 
 Messages = list[dict[str, str]]
@@ -44,7 +45,7 @@ class Sampling(NamedTuple):
 GREEDY = Sampling()
 
 
-class EvalError(RuntimeError):
+class EvalError(UsageError):
     """A model or endpoint that cannot be evaluated; the message says why."""
 
 

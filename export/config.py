@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from orpo_deploy.core.errors import ConfigError, RunFailed, UsageError
+
 METHODS = ("gptq", "awq")
 # vLLM 0.32 serves only 4-bit GPTQ/AWQ on CPU (its CPU WNA16 kernel takes uint4/uint4b8); 8-bit GPTQ needs its CUDA
 # Marlin kernel and 2/3-bit none at all. An export this stack cannot serve is refused up front.
@@ -28,15 +30,11 @@ DIFFERS_FROM_GPTQMODEL = (
 )
 
 
-class ConfigError(ValueError):
-    """A config value that cannot be used; the message names the flag and says what is allowed."""
-
-
-class ExportError(RuntimeError):
+class ExportError(UsageError):
     """An input (model, dataset, output folder) that cannot be exported; the message says why and what to do."""
 
 
-class ExportFailed(RuntimeError):
+class ExportFailed(RunFailed):
     """The export ran and failed (quantisation error, quality gate); nothing was published."""
 
 

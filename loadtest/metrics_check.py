@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from orpo_deploy.core.errors import RunFailed
 
 CHAT_ROUTE = "/v1/chat/completions"
 REQUESTS = "orpo_serve_requests_total"
@@ -26,7 +27,7 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
-class MetricsError(RuntimeError):
+class MetricsError(RunFailed):
     """/metrics could not be read or lacks orpo-serve's counters."""
 
 

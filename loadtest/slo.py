@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from orpo_deploy.core.errors import UsageError
 from orpo_deploy.loadtest.summary import Summary
 
 # key -> (what it reads from the summary, "max" or "min", help)
@@ -30,7 +31,7 @@ SLO_KEYS: dict[str, tuple[str, str, str]] = {
 DEFAULT_SLOS = {"error_rate": 0.0, "min_requests": 1.0}
 
 
-class SLOError(ValueError):
+class SLOError(UsageError):
     """An SLO string that cannot be used; the message says which and why."""
 
 

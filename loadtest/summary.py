@@ -22,11 +22,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from orpo_deploy.core.errors import UsageError
+
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 CSV_PREFIX = "locust"
 
 
-class SummaryError(ValueError):
+class SummaryError(UsageError):
     """Locust's CSV files are missing or not what we expect."""
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from orpo_deploy.core.errors import UsageError
 from orpo_deploy.core.io import read_jsonl
 from orpo_deploy.core.messages import as_messages
 
 TOKENS_PER_WORD = 1.3  # a rough English ratio, for ShareGPT's target lengths when no tokenizer is at hand
 
 
-class WorkloadError(ValueError):
+class WorkloadError(UsageError):
     """A workload file that cannot be used; the message names the row."""
 
 

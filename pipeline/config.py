@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from orpo_deploy.core.errors import ConfigError
 from orpo_deploy.core.resources import config_path
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = REPO / "configs" / "pipeline_smollm2_cpu.yaml"
 GPU_CONFIG = REPO / "configs" / "pipeline_smollm2_gpu.yaml"
 SERVE_CHOICES = ("auto", "quantized", "merged")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot be used; the message names the key."""
 
 
 PAIR_SOURCES = ("committed", "onpolicy")

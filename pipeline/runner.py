@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orpo_deploy.core.errors import RunFailed
 from orpo_deploy.core.io import write_json
 from orpo_deploy.core.manifest import sha256_file, sha256_json
 
 logger = logging.getLogger(__name__)
 
 
-class StageFailed(RuntimeError):
+class StageFailed(RunFailed):
     """A stage that did not produce its output; the message names the stage and its log."""
 
 

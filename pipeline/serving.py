@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from orpo_deploy.core.errors import RunFailed
 from orpo_deploy.loadtest.servers import ServerError, free_port, orpo_serve_command, stop_process
 from orpo_deploy.loadtest.servers import start_server as start_process
 
 logger = logging.getLogger(__name__)
 
 
-class ServeFailed(RuntimeError):
+class ServeFailed(RunFailed):
     """The server did not come up; the message names its log."""
 
 

@@ -20,15 +20,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from orpo_deploy.core.errors import ConfigError
 from orpo_deploy.core.models import BUNDLED_NAME, TINY_NAME
 
 ENV_PREFIX = "ORPO_SERVE_"
 MIN_KEY_CHARS = 32  # a key is a secret, not a password: `openssl rand -hex 16` gives 32 characters
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it and says why."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from orpo_deploy.core.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ feedback = sa.Table(
 )
 
 
-class RecordError(ValueError):
+class RecordError(UsageError):
     """A store that cannot be opened or migrated; the message says which and why."""
 
 

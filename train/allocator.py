@@ -24,6 +24,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from orpo_deploy.core.errors import UsageError
+
 ENV_VAR = "ORPO_DEPLOY_MALLOC"  # glibc (default): leave malloc alone; jemalloc: preload it
 CHOICES = ("glibc", "jemalloc")
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
@@ -46,7 +48,7 @@ def jemalloc_env(env: Mapping[str, str], library: Path) -> dict[str, str]:
     return {**env, "LD_PRELOAD": preload, "MALLOC_CONF": conf or JEMALLOC_CONF, ENV_VAR: "jemalloc"}
 
 
-class AllocatorError(RuntimeError):
+class AllocatorError(UsageError):
     """jemalloc was asked for and is not installed."""
 
 

@@ -17,6 +17,7 @@ import sys
 from typing import Any, NoReturn
 
 from orpo_deploy.core.cli import quiet_known_warnings
+from orpo_deploy.core.errors import OrpoError, report
 from orpo_deploy.train.allocator import CHOICES, ENV_VAR, AllocatorError, active_allocator, reexec_under_jemalloc
 from orpo_deploy.train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help, field_names, parse_value
 
@@ -104,18 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logger.info("malloc: %s", active_allocator())
-    from orpo_deploy.core.models import ModelError
-    from orpo_deploy.data.load import DatasetError
-    from orpo_deploy.train.data_prep import PairFormatError
-    from orpo_deploy.train.lean_logps import LeanForwardError
-    from orpo_deploy.train.merge import MergeError
-    from orpo_deploy.train.pipeline import TrainError, run_training
+    from orpo_deploy.train.pipeline import run_training
 
     try:
         merged = run_training(cfg, resume=args.resume)
-    except (ModelError, DatasetError, PairFormatError, TrainError, MergeError, LeanForwardError) as exc:
-        print(f"orpo-train: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except OrpoError as exc:  # bad model, data or folder: 2; a run that failed: 1 (core/errors.py)
+        return report("orpo-train", exc)
     except KeyboardInterrupt:
         print("orpo-train: interrupted; continue with --resume", file=sys.stderr)
         return 130

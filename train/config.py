@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from orpo_deploy.core.errors import ConfigError
 from orpo_deploy.core.resources import config_path
 
 ENV_PREFIX = "ORPO_TRAIN_"
@@ -33,10 +34,6 @@ CPU_AUTO_PRECISION = "fp32"
 MIN_RESPONSE_TOKENS = 16
 # Our committed splits an eval_dataset can name. Choose on dev (steps, checkpoints, recipes); test is report-only.
 EVAL_SPLITS = ("dev", "test")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot be used; the message names the field and says what is allowed."""
 
 
 def _help(text: str, **kwargs: Any) -> Any:

@@ -14,13 +14,14 @@ import logging
 from typing import Any
 
 from datasets import Dataset
+from orpo_deploy.core.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
-class PairFormatError(ValueError):
+class PairFormatError(UsageError):
     """A row that is not a prompt/chosen/rejected preference pair we can format."""
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from orpo_deploy.core.errors import UsageError
 from orpo_deploy.core.messages import as_messages
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ GENERATION_METRICS = (
 )
 
 
-class GenerationEvalError(ValueError):
+class GenerationEvalError(UsageError):
     """Eval rows that cannot be scored by generation (no constraints); the message says which."""
 
 

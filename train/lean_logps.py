@@ -26,11 +26,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from orpo_deploy.core.errors import UsageError
 
 IGNORE_INDEX = -100
 
 
-class LeanForwardError(ValueError):
+class LeanForwardError(UsageError):
     """A model or batch the lean forward cannot handle exactly; the message says to use ``orpo_forward: trl``."""
 
 
