@@ -36,7 +36,13 @@ def generate_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk-size", type=int, default=64, help="prompts per resumable chunk")
-    p.add_argument("--output", default="runs/onpolicy", help="folder: pairs.jsonl, samples.jsonl, stats.*, manifest")
+    p.add_argument(
+        "--output-dir",
+        "--output",
+        dest="output",
+        default="runs/onpolicy",
+        help="folder: pairs.jsonl, samples.jsonl, stats.*, manifest",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     generate_parser(sub)
     fb = sub.add_parser("from-feedback", help="preference pairs from orpo-serve's record store (--record URL)")
     fb.add_argument("url", help="the store: sqlite:///records.db or postgresql+psycopg://user@host/db")
-    fb.add_argument("--output", default="runs/feedback-pairs", help="folder: train.jsonl, dev.jsonl, stats, manifest")
+    fb.add_argument(
+        "--output-dir",
+        "--output",
+        dest="output",
+        default="runs/feedback-pairs",
+        help="folder: train.jsonl, dev.jsonl, stats, manifest",
+    )
     fb.add_argument("--model-sha", help="only completions of this served model (its manifest's sha256)")
     fb.add_argument("--since", help="only completions from this ISO date/time on")
     fb.add_argument("--until", help="only completions before this ISO date/time")

@@ -45,7 +45,9 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--engine", choices=["vllm", "hf"], default="vllm", help="generation engine for --model")
     p.add_argument("--no-preference", dest="preference", action="store_false", help="skip preference accuracy")
     p.add_argument("--no-generation", dest="generation", action="store_false", help="skip instruction following")
-    p.add_argument("--output", default="runs/eval", help="output folder (replaced if it exists)")
+    p.add_argument(
+        "--output-dir", "--output", dest="output", default="runs/eval", help="output folder (replaced if it exists)"
+    )
     return EvalConfig(**vars(p.parse_args(argv)))
 
 

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of config keys")
     p.add_argument("--model", help=helps["model"])
     p.add_argument("--method", choices=METHODS, help=helps["method"])
-    p.add_argument("--output", help=helps["output"])
+    p.add_argument("--output-dir", "--output", dest="output", help=helps["output"])
     p.add_argument("--bits", type=int, help=helps["bits"])
     p.add_argument("--group-size", type=int, help=helps["group_size"])
     p.add_argument("--calibration-dataset", help=helps["calibration_dataset"])

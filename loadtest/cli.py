@@ -73,7 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         "split by default)",
     )  # fmt: skip
     p.add_argument("--stop-timeout", type=float, default=60.0, help="at the end, seconds in-flight requests may run")
-    p.add_argument("--output", type=Path, default=None, help="results folder (default runs/loadtest/<UTC time>)")
+    p.add_argument(
+        "--output-dir",
+        "--output",
+        dest="output",
+        type=Path,
+        default=None,
+        help="results folder (default runs/loadtest/<UTC time>)",
+    )
     p.add_argument("--check-metrics", action="store_true", help="check orpo-serve's /metrics counters against Locust")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     p.add_argument("--from-results", type=Path, default=None, metavar="DIR", help="grade an earlier run's CSVs")
