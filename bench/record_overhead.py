@@ -104,7 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         f"({verdict['ttft_p95_ratio']}): {'met' if verdict['passes'] else 'NOT met'}.",
         "",
     ]
-    write_atomic(args.output / "README.md", "\n".join(lines))
+    lines += [
+        "Per run, in the order they ran:",
+        "",
+        "| run | recording | output tokens/s | TTFT p95 ms |",
+        "|---|---|---:|---:|",
+    ]
+    for i, (arm, k) in enumerate([("off", 0), ("on", 0), ("on", 1), ("off", 1)]):
+        s = runs[arm][k]["summary"]
+        lines.append(f"| {i + 1} | {arm} | {s['output_tokens_per_s']:.1f} | {s['ttft_ms']['p95']:.0f} |")
+    write_atomic(args.output / "README.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
