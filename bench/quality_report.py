@@ -69,20 +69,25 @@ class Report:
     def diff_heads(self, present: dict) -> list[tuple[str, str]]:
         return [(a, b) for a, b in self.diffs if a in present and b in present]
 
+    def section(self, kind: str, lead: list[str]) -> tuple[dict, dict, list, list[str]]:
+        """(results, the first arm's result, the difference columns, the table's header lines) of one benchmark."""
+        results = self.results(kind)
+        if not results:
+            return {}, {}, [], []
+        heads = self.diff_heads(results)
+        header = [
+            "| " + " | ".join(lead) + " | " + " | ".join(results) + " | constant answer | "
+            + " | ".join(f"{b} - {a}" for a, b in heads) + " |",
+            "|---" * (len(lead) + len(results) + len(heads) + 1) + "|",
+        ]  # fmt: skip
+        return results, next(iter(results.values())), heads, header
+
     def ifeval(self) -> list[str]:
-        results = self.results("ifeval")
+        results, first, heads, header = self.section("ifeval", ["figure"])
         if not results:
             return []
-        first = next(iter(results.values()))
         floor = first["constant_baseline"]
-        heads = self.diff_heads(results)
-        lines = [
-            "## IFEval (Google's 541 prompts and checkers)",
-            "",
-            "| figure | " + " | ".join(results) + " | constant answer | "
-            + " | ".join(f"{b} - {a}" for a, b in heads) + " |",
-            "|---" * (len(results) + len(heads) + 2) + "|",
-        ]  # fmt: skip
+        lines = ["## IFEval (Google's 541 prompts and checkers)", "", *header]
         diffs = [paired_diffs(self.folder("ifeval", a), self.folder("ifeval", b)) or {} for a, b in heads]
         for name in FIGURE_NAMES:
             cells = [fmt_ci(r["ifeval"][name]) for r in results.values()]
@@ -125,20 +130,11 @@ class Report:
         return lines
 
     def ours(self) -> list[str]:
-        results = self.results("test")
+        results, first, heads, header = self.section("test", ["rows", "figure"])
         if not results:
             return []
-        first = next(iter(results.values()))
         floor = first["constant_baseline"]
-        heads = self.diff_heads(results)
-        lines = [
-            "",
-            "## Our v2 test split (640 rows, 32 held-out topics)",
-            "",
-            "| rows | figure | " + " | ".join(results) + " | constant answer | "
-            + " | ".join(f"{b} - {a}" for a, b in heads) + " |",
-            "|---" * (len(results) + len(heads) + 3) + "|",
-        ]  # fmt: skip
+        lines = ["", "## Our v2 test split (640 rows, 32 held-out topics)", "", *header]
         for template in (None, "in", "out"):
             keep = None if template is None else (lambda r, t=template: r.get("template") == t)
             diffs = [paired_diffs(self.folder("test", a), self.folder("test", b), keep) or {} for a, b in heads]
