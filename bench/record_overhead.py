@@ -5,7 +5,8 @@
 
 Issue 21 asks for throughput (on / off) >= 0.95 and TTFT p95 (on / off) <= 1.05. A 2-core host shares its cores
 between Locust, the HTTP front end, the engine and the record writer, and run-to-run noise on it is several per
-cent, so each arm runs twice (off, on, on, off) and the ratios use the mean of its two runs. Writes
+cent, so the arms alternate in blocks of off, on, on, off (--blocks of them) and the ratios use each arm's
+median run. Writes
 <output>/record_overhead.json and README.md with the git commit and the command; Locust outputs stay in --runs-dir.
 """
 
@@ -29,9 +30,12 @@ FIGURES = [("output tokens/s", "output_tokens_per_s"), ("requests/s", "requests_
            ("requests", "requests"), ("failures", "failures")]  # fmt: skip
 
 
-def mean(values: list) -> float | None:
-    values = [v for v in values if isinstance(v, int | float)]
-    return sum(values) / len(values) if values else None
+def median(values: list) -> float | None:
+    values = sorted(v for v in values if isinstance(v, int | float))
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--max-model-len", type=int, default=1024)
     p.add_argument("--start-deadline", type=float, default=300.0)
+    p.add_argument("--blocks", type=int, default=1, help="blocks of off, on, on, off runs (default 1)")
     p.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "record_overhead")
     p.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "record-overhead")
     args = p.parse_args(argv)
@@ -52,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     db.parent.mkdir(parents=True, exist_ok=True)
     db.unlink(missing_ok=True)
     runs: dict[str, list[dict]] = {"off": [], "on": []}
-    for i, arm in enumerate(["off", "on", "on", "off"]):
+    order = ["off", "on", "on", "off"] * args.blocks
+    for i, arm in enumerate(order):
         extra = ("--record", f"sqlite:///{db}") if arm == "on" else ()
         print(f"== run {i + 1}: recording {arm}", flush=True)
         runs[arm].append(run_one("orpo-serve", args, model_dir, args.runs_dir / f"{i + 1}-{arm}", extra))
@@ -60,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         recorded = con.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
     table = {}
     for label, path in FIGURES:
-        off = mean([figure(r["summary"], path) for r in runs["off"]])
-        on = mean([figure(r["summary"], path) for r in runs["on"]])
+        off = median([figure(r["summary"], path) for r in runs["off"]])
+        on = median([figure(r["summary"], path) for r in runs["on"]])
         table[path] = {"label": label, "off": off, "on": on, "ratio": round(on / off, 3) if off and on else None}
     served = sum(figure(r["summary"], "requests") or 0 for r in runs["on"])
     verdict = {
@@ -88,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{report['created_at']}, commit {commit[:10]}. `{report['command']}`. Model `{args.model}`, {args.users} "
         f"closed-loop users for {args.run_time} per run, max_tokens {args.max_tokens} (ignore_eos); runs in the "
-        "order off, on, on, off on a 2-core host (Locust, server and writer share it); each figure is the mean of "
-        "an arm's two runs.",
+        f"order (off, on, on, off) x {args.blocks} on a 2-core host (Locust, server and writer share it); each "
+        "figure is the median of an arm's runs.",
         "",
         "| figure | recording off | recording on | on / off |",
         "|---|---:|---:|---:|",
@@ -110,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "| run | recording | output tokens/s | TTFT p95 ms |",
         "|---|---|---:|---:|",
     ]
-    for i, (arm, k) in enumerate([("off", 0), ("on", 0), ("on", 1), ("off", 1)]):
-        s = runs[arm][k]["summary"]
+    seen = {"off": 0, "on": 0}
+    for i, arm in enumerate(order):
+        s = runs[arm][seen[arm]]["summary"]
+        seen[arm] += 1
         lines.append(f"| {i + 1} | {arm} | {s['output_tokens_per_s']:.1f} | {s['ttft_ms']['p95']:.0f} |")
     write_atomic(args.output / "README.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
