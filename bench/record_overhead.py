@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {row['label']} | {fmt(row['off'])} | {fmt(row['on'])} | {row['ratio']} |")
     lines += [
         "",
-        f"Rows in the store after the two recording runs: {recorded} (requests those runs completed: {served}). "
+        f"Rows in the store after the recording runs: {recorded} (requests those runs completed: {served}). "
         f"Issue 21's bar: throughput on/off >= 0.95 ({verdict['throughput_ratio']}), TTFT p95 on/off <= 1.05 "
         f"({verdict['ttft_p95_ratio']}): {'met' if verdict['passes'] else 'NOT met'}.",
         "",
