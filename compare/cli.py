@@ -14,12 +14,9 @@ import logging
 import sys
 
 from orpo_deploy.compare.config import CompareConfig
-from orpo_deploy.core.cli import ArgumentParser, UsageError
+from orpo_deploy.core.cli import ArgumentParser
+from orpo_deploy.core.errors import OrpoError, report
 from orpo_deploy.train.cli import parse_overrides
-from orpo_deploy.train.config import ConfigError
-
-EXIT_USAGE = 2
-EXIT_FAILED = 1
 
 
 def parse_config(argv: list[str] | None) -> tuple[CompareConfig, argparse.Namespace]:
@@ -33,11 +30,7 @@ def parse_config(argv: list[str] | None) -> tuple[CompareConfig, argparse.Namesp
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from orpo_deploy.compare.runner import CompareError
-    from orpo_deploy.core.models import ModelError
-
-    # A bad config or model is the caller's to fix (usage); a failed stage names its log.
-    exit_codes = {UsageError: EXIT_USAGE, ConfigError: EXIT_USAGE, ModelError: EXIT_USAGE, CompareError: EXIT_FAILED}
+    # A bad config or model is the caller's to fix (2); a failed stage names its log (1): core/errors.py.
     try:
         cfg, args = parse_config(argv)
         if args.print_config:
@@ -48,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         from orpo_deploy.compare.runner import run_compare
 
         out = run_compare(cfg)
-    except tuple(exit_codes) as exc:
-        print(f"orpo-compare: error: {exc}", file=sys.stderr)
-        return next(code for kind, code in exit_codes.items() if isinstance(exc, kind))
+    except OrpoError as exc:
+        return report("orpo-compare", exc)
     print(out / "report.md")
     return 0
 

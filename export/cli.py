@@ -18,6 +18,7 @@ import sys
 from dataclasses import fields
 from typing import Any, NoReturn
 
+from orpo_deploy.core.errors import EXIT_FAILED, EXIT_USAGE
 from orpo_deploy.core.resources import config_path
 from orpo_deploy.export.config import (
     DIFFERS_FROM_GPTQMODEL,
@@ -31,8 +32,6 @@ from orpo_deploy.export.config import (
 )
 
 logger = logging.getLogger(__name__)
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 class _ArgumentParser(argparse.ArgumentParser):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
+from orpo_deploy.core.errors import EXIT_FAILED, EXIT_USAGE
 from orpo_deploy.core.io import write_json
 from orpo_deploy.pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, PipelineConfig, load_config, parse_set
 from orpo_deploy.pipeline.runner import StageFailed, StagePlan, StageRunner, claim_run_dir
@@ -56,8 +57,6 @@ from orpo_deploy.pipeline.stages import (
 )
 
 logger = logging.getLogger(__name__)
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 # What the stages import; a fresh clone without them gets one line saying how to set up.
 REQUIRED_MODULES = {"trl": "train", "peft": "train", "gptqmodel": "export", "vllm": "cpu/gpu", "locust": "loadtest"}
 

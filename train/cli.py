@@ -17,13 +17,11 @@ import sys
 from typing import Any, NoReturn
 
 from orpo_deploy.core.cli import quiet_known_warnings
-from orpo_deploy.core.errors import OrpoError, report
+from orpo_deploy.core.errors import EXIT_USAGE, OrpoError, report
 from orpo_deploy.train.allocator import CHOICES, ENV_VAR, AllocatorError, active_allocator, reexec_under_jemalloc
 from orpo_deploy.train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help, field_names, parse_value
 
 logger = logging.getLogger(__name__)
-EXIT_USAGE = 2
-EXIT_FAILED = 1
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -85,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             reexec_under_jemalloc("orpo_deploy.train.cli", sys.argv[1:])
         except AllocatorError as exc:
-            print(f"orpo-train: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return report("orpo-train", exc)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
@@ -95,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, args = parse_config(argv)
     except ConfigError as exc:
-        print(f"orpo-train: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report("orpo-train", exc)
     quiet_known_warnings()
     if args.print_config:
         import yaml
