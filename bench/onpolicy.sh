@@ -23,15 +23,9 @@ mkdir -p "$OUT/logs"
 STEPS=${*:-generate train dev ifeval-onpolicy ifeval-collage test-onpolicy test-collage}
 ORPO="$OUT/orpo-onpolicy/merged"
 
-step() {  # name command...
-    local name=$1; shift
-    echo "[onpolicy] $(date -u +%H:%M:%S) $name: $*" | tee -a "$OUT/commands.txt"
-    local t0=$SECONDS
-    "$@" > "$OUT/logs/$name.log" 2>&1
-    local rc=$?
-    echo "[onpolicy] $(date -u +%H:%M:%S) $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/commands.txt"
-    return $rc
-}
+STEP_TAG=onpolicy
+# shellcheck source=bench/step.sh
+source bench/step.sh
 
 for s in $STEPS; do
     case $s in

@@ -19,15 +19,9 @@ export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-6}  # offline IFEval bat
 mkdir -p "$OUT/logs"
 STEPS=${*:-ifeval-base ifeval-orpo test-base test-orpo export ifeval-served}
 
-step() {  # name command...
-    local name=$1; shift
-    echo "[quality_v2] $(date -u +%H:%M:%S) $name: $*" | tee -a "$OUT/commands.txt"
-    local t0=$SECONDS
-    "$@" > "$OUT/logs/$name.log" 2>&1
-    local rc=$?
-    echo "[quality_v2] $(date -u +%H:%M:%S) $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/commands.txt"
-    return $rc
-}
+STEP_TAG=quality_v2
+# shellcheck source=bench/step.sh
+source bench/step.sh
 
 served_ifeval() {  # orpo-serve on the GPTQ folder, IFEval through its API, then SIGTERM
     $PY -m orpo_deploy.serve --model "$OUT/gptq" --port "$PORT" --max-model-len 2048 --kv-cache-gib 4 \
