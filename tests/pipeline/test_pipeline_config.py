@@ -107,3 +107,14 @@ def test_rounds_chain_pairs_train_and_dev_from_the_previous_round(tmp_path):
     assert dev[dev.index("--dataset") + 1] == "dev" and dev[dev.index("--model") + 1] == str(merged_dir(cfg, 2))
     with pytest.raises(ConfigError, match="pairs.rounds"):
         load_config(CPU_CONFIG, overrides=parse_set(["pairs.rounds=2"]))  # rounds need on-policy pairs
+
+
+def test_print_config_prints_the_resolved_yaml_and_refuses_bad_keys(capsys):
+    import yaml
+
+    assert main(["--config", str(CPU_CONFIG), "--set", "eval.limit=7", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["eval"]["limit"] == 7 and printed["name"] == load_config(CPU_CONFIG).name
+    assert main(["--config", str(CPU_CONFIG), "--set", "eval.limt=7", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo-pipeline: error:") and "eval.limit" in err and "\n" not in err
