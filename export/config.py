@@ -67,7 +67,9 @@ class ExportConfig:
         "below this. 0 = report only.",
         default=DEFAULT_MIN_RETENTION,
     )
-    eval_limit: int = _help("Held-out pairs for the quality check (evenly spaced over the test split).", default=128)
+    eval_limit: int = _help(
+        "Held-out pairs for the quality check (evenly spaced over --eval-dataset, dev by default).", default=128
+    )
     eval_max_new_tokens: int = _help("Max new tokens per answer in the instruction-following check.", default=256)
     eval_dataset: str | None = _help(
         "Held-out pairs for the quality gate: a file/folder, or 'dev' / 'test'. Empty = our dev split (a gate is a "

@@ -6,7 +6,8 @@
 
 Stages, each in its own process, outputs under RUNS_DIR/NAME/: [pairs (with pairs.source: onpolicy) ->]
 train (ORPO + LoRA, merge) -> eval-base ->
-eval-orpo -> export (GPTQ + quality gate) -> serve (orpo-serve on a free port) -> loadtest (Locust, SLOs) ->
+eval-orpo -> ifeval-base -> ifeval-orpo -> export (GPTQ + quality gate) -> serve (orpo-serve on a free port) ->
+eval-served -> ifeval-served (the served model through its API) -> loadtest (Locust, SLOs) ->
 stop the server -> report (report.md, report.json, PNG charts). A stage whose output is up to date is skipped
 (pipeline/runner.py says what "up to date" means). Exit status: 0 done; 1 a stage failed (one line names it and
 its log; finished stages stay usable) or the load test missed an SLO (the report is still written); 2 bad input.
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
+
 from orpo_deploy.core.errors import EXIT_FAILED, EXIT_USAGE
 from orpo_deploy.core.io import write_json
 from orpo_deploy.pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, PipelineConfig, load_config, parse_set
@@ -35,11 +37,15 @@ from orpo_deploy.pipeline.serving import ServeFailed, Server, start_server
 from orpo_deploy.pipeline.stages import (
     EVAL_BASE,
     EVAL_ORPO,
+    EVAL_SERVED,
     IFEVAL_BASE,
     IFEVAL_ORPO,
+    IFEVAL_SERVED,
     LOADTEST,
     PAIRS,
     SERVE,
+    SERVED_EVALS,
+    Endpoint,
     choose_served_model,
     merged_dir,
     plan_dev,
@@ -151,21 +157,31 @@ def run_pipeline(cfg: PipelineConfig, facts: dict[str, Any], config_path: Any, r
 
         which, model_dir, reason = choose_served_model(cfg, facts["serves_4bit"], facts["serves_4bit_why"])
         serve_plan = plan_serve(cfg, which, model_dir, reason)
-        # The server is only worth starting when the load test has to run (or the serve record is stale).
-        need = "--rerun" if {SERVE, LOADTEST} & rerun else None
+
+        def after_serve(url: str | None, api_key: str | None) -> list[StagePlan]:
+            """What needs the live server: the served model's evaluations, then the load test."""
+            endpoint = Endpoint(url, api_key, model_dir, serve_args(cfg))
+            evals = [plan_eval(cfg, EVAL_SERVED, endpoint), plan_ifeval(cfg, IFEVAL_SERVED, endpoint)]
+            return [*(evals if cfg.serve.evaluate else []), plan_loadtest(cfg, url, api_key)]
+
+        # The server is only worth starting when a stage that needs it has to run (or the serve record is stale).
+        need = "--rerun" if {SERVE, *SERVED_EVALS, LOADTEST} & rerun else None
         need = need or runner.stale_reason(serve_plan)
-        if need is None and (loadtest_reason := runner.stale_reason(plan_loadtest(cfg, None, None))):
-            need = f"the load test needs it: {loadtest_reason}"
+        for plan in after_serve(None, None):
+            if need is None and (stale := runner.stale_reason(plan)):
+                need = f"{plan.name} needs it: {stale}"
         if need is None:
             run(serve_plan)
-            run(plan_loadtest(cfg, None, None))
+            for plan in after_serve(None, None):
+                run(plan)
         else:
             holder: list[Server] = []
             serve_plan.execute = lambda log: holder.append(serve(cfg, serve_plan, which, model_dir, reason, log))
             run(serve_plan, force=need)
             server = holder[0]
             try:
-                run(plan_loadtest(cfg, server.url, server.api_key))
+                for plan in after_serve(server.url, server.api_key):
+                    run(plan)
             finally:
                 record = server.stop(cfg.serve.grace_seconds)
                 write_json(serve_plan.output / "stop.json", record)

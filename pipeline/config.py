@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from orpo_deploy.core.errors import ConfigError
 from orpo_deploy.core.resources import config_path
 
@@ -66,6 +67,9 @@ class EvalBudget:
     engine: str = "vllm"
     """Generation engine of orpo-eval: vllm or hf."""
     batch_size: int = 8
+    preference: bool = True
+    """Also score preference accuracy on the pairs (log-probs of chosen vs rejected; a training diagnostic, not a
+    quality figure, and on CPU the slower half of the stage)."""
 
 
 @dataclass
@@ -103,6 +107,11 @@ class ServeBudget:
     """Seconds to wait for /ready before the stage fails."""
     grace_seconds: float = 30.0
     """Drain time after SIGTERM."""
+    evaluate: bool = True
+    """Score the served model (the 4-bit export where it is served) through its API on the same test subset and
+    IFEval subset as base and ORPO: the figures of what users get (stages eval-served, ifeval-served)."""
+    eval_concurrency: int = 8
+    """Requests in flight from those evaluations."""
 
 
 @dataclass
@@ -160,6 +169,8 @@ class PipelineConfig:
             raise ConfigError(f"ifeval.max_new_tokens must be >= 1, got {self.ifeval.max_new_tokens}")
         if self.serve.serve not in SERVE_CHOICES:
             raise ConfigError(f"serve.serve must be one of {', '.join(SERVE_CHOICES)}, got {self.serve.serve!r}")
+        if self.serve.eval_concurrency < 1:
+            raise ConfigError(f"serve.eval_concurrency must be >= 1, got {self.serve.eval_concurrency}")
         if self.loadtest.users < 1:
             raise ConfigError(f"loadtest.users must be >= 1, got {self.loadtest.users}")
         if not self.train_config_path().is_file():

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+
     from orpo_deploy.export.quality import vllm_serves_4bit
 
     ok, why = vllm_serves_4bit()

@@ -33,21 +33,16 @@ def folder_mib(folder: Path | None) -> float | None:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
-def measured_on(base: dict | None, orpo: dict | None, export: dict | None) -> dict[str, str]:
-    """How each column was measured (pairs, prompts, engine): columns on other subsets are not comparable."""
+def measured_on(results: dict[str, dict | None]) -> dict[str, str]:
+    """How each column was measured (prompts, engine, token limit): columns on other subsets are not comparable."""
     out = {}
-    for column, result in (("base", base), ("ORPO", orpo)):
+    for column, result in results.items():
         if result:
             cfg = result.get("config", {})
-            pairs = result.get("preference", {}).get("pairs")
+            prompts = (result.get("instruction_following") or {}).get("prompts")
+            engine = "the server's API" if cfg.get("endpoint") else f"{cfg.get('engine')} offline"
             tokens = cfg.get("max_new_tokens")
-            out[column] = f"orpo-eval, {pairs} pairs, {cfg.get('engine')} generation, {tokens} new tokens"
-    quality = (export or {}).get("quality", {})
-    full = quality.get("full") or {}
-    if full:
-        split = (export or {}).get("eval_dataset") or "its held-out split"
-        text = f"orpo-export's gate on {split}, {full.get('pairs')} pairs, {quality.get('engine')} generation"
-        out["ORPO (export check)"] = out["quantised"] = text
+            out[column] = f"orpo-eval, {prompts} prompts, greedy through {engine}, {tokens} new tokens"
     return out
 
 
@@ -83,7 +78,9 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "rounds": collect_rounds(run_dir),
         "train": {**(merged.get("train") or {}), "metrics": merged.get("metrics", {}).get("train")},
         "quality": collect_quality(run_dir, base, orpo, export, read_json),
-        "quality_measured_on": measured_on(base, orpo, export),
+        "quality_measured_on": measured_on(
+            {"base": base, "ORPO": orpo, "served": read_json(run_dir / "eval-served" / "results.json")}
+        ),
         "export": {
             k: (export or {}).get(k) for k in ("method", "bits", "group_size", "wall_time_s", "size_on_disk_bytes")
         },
@@ -182,7 +179,7 @@ def to_markdown(report: dict[str, Any], charts: dict[str, str]) -> str:
         lines += [f"![training curves]({charts['training']})", ""]
     lines += quality_markdown(report["quality"], report["quality_measured_on"])
     gate = report["export_gate"]
-    lines += ["", f"Export gate: min retention {fmt(gate.get('min_retention'), 2)} (passed: the export exists).", ""]
+    lines += ["", f"The gate's min retention: {fmt(gate.get('min_retention'), 2)} (passed: the export exists).", ""]
     if "quality" in charts:
         lines += [f"![quality]({charts['quality']})", ""]
     lines += ["## Sizes on disk", "", "| model | MiB |", "|---|---|"]

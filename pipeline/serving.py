@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from orpo_deploy.core.errors import RunFailed
 from orpo_deploy.loadtest.servers import ServerError, free_port, orpo_serve_command, stop_process
 from orpo_deploy.loadtest.servers import start_server as start_process

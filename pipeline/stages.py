@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
 from orpo_deploy.core.manifest import MANIFEST_NAME, sha256_json, weights_sha256
 from orpo_deploy.data.splits import split_path
 from orpo_deploy.pipeline.config import PipelineConfig
 from orpo_deploy.pipeline.runner import StagePlan, fingerprint
 
-PAIRS, TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT = (
+PAIRS, TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE = (
     "pairs",
     "train",
     "eval-base",
@@ -29,10 +31,23 @@ PAIRS, TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOA
     "ifeval-orpo",
     "export",
     "serve",
-    "loadtest",
-    "report",
 )
-STAGES = (PAIRS, TRAIN, EVAL_BASE, EVAL_ORPO, IFEVAL_BASE, IFEVAL_ORPO, EXPORT, SERVE, LOADTEST, REPORT)
+EVAL_SERVED, IFEVAL_SERVED, LOADTEST, REPORT = "eval-served", "ifeval-served", "loadtest", "report"
+STAGES = (
+    PAIRS,
+    TRAIN,
+    EVAL_BASE,
+    EVAL_ORPO,
+    IFEVAL_BASE,
+    IFEVAL_ORPO,
+    EXPORT,
+    SERVE,
+    EVAL_SERVED,
+    IFEVAL_SERVED,
+    LOADTEST,
+    REPORT,
+)
+SERVED_EVALS = (EVAL_SERVED, IFEVAL_SERVED)  # the served model through its API (with serve.evaluate)
 # The file whose sha256 fingerprints each stage's output (the manifest the stage writes last).
 MANIFESTS = {
     "dev": "results.json",  # per-round dev scores (DEV, below)
@@ -42,6 +57,8 @@ MANIFESTS = {
     EVAL_ORPO: "results.json",
     IFEVAL_BASE: "results.json",
     IFEVAL_ORPO: "results.json",
+    EVAL_SERVED: "results.json",
+    IFEVAL_SERVED: "results.json",
     EXPORT: MANIFEST_NAME,
     SERVE: "serve.json",
     LOADTEST: "summary.json",
@@ -96,13 +113,14 @@ def round_stage(stage: str, r: int) -> str:
 
 def stages(cfg: PipelineConfig) -> tuple[str, ...]:
     """The stages this config runs, in order: pairs/train (and a dev score) per on-policy round, then the rest."""
+    rest = tuple(s for s in STAGES[2:] if cfg.serve.evaluate or s not in SERVED_EVALS)
     if cfg.pairs.source != "onpolicy":
-        return tuple(s for s in STAGES if s != PAIRS)
+        return (TRAIN, *rest)
     rounds: list[str] = []
     for r in range(1, cfg.pairs.rounds + 1):
         rounds += [round_stage(PAIRS, r), round_stage(TRAIN, r)]
         rounds += [round_stage(DEV, r)] if cfg.pairs.rounds > 1 else []
-    return (*rounds, *STAGES[2:])
+    return (*rounds, *rest)
 
 
 def manifest_of(stage: str) -> str:
@@ -179,28 +197,56 @@ def plan_dev(cfg: PipelineConfig, r: int) -> StagePlan:
     return command_plan(cfg, name, "orpo_deploy.evaluation.cli", argv, {"max_new_tokens": e.max_new_tokens}, inputs)
 
 
-def plan_eval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
+@dataclass
+class Endpoint:
+    """The served model for the served-eval stages: where it listens (None while only checking staleness) and
+    what identifies it across server restarts (its folder's manifest and the server's arguments, not its port)."""
+
+    url: str | None
+    api_key: str | None
+    model_dir: Path
+    args: list[str]
+
+
+def model_source(cfg: PipelineConfig, model: Path | Endpoint) -> tuple[list[str], dict[str, Any], dict[str, str]]:
+    """orpo-eval's model arguments, settings and input fingerprints: a folder (offline engine) or the server."""
+    if isinstance(model, Endpoint):
+        argv = ["--endpoint", model.url or "http://127.0.0.1:1", "--concurrency", str(cfg.serve.eval_concurrency)]
+        inputs = {"model": model_fingerprint(model.model_dir), "server_args": sha256_json(model.args)}
+        return argv, {"concurrency": cfg.serve.eval_concurrency}, inputs
+    argv = ["--model", str(model), "--engine", cfg.eval.engine, "--batch-size", str(cfg.eval.batch_size)]
+    return argv, {"engine": cfg.eval.engine, "batch_size": cfg.eval.batch_size}, {"model": model_fingerprint(model)}
+
+
+def plan_eval(cfg: PipelineConfig, stage: str, model: Path | Endpoint) -> StagePlan:
+    """Our held-out split (report-only) for a model folder or the served model."""
     e = cfg.eval
-    settings = {"limit": e.limit, "max_new_tokens": e.max_new_tokens, "engine": e.engine, "batch_size": e.batch_size}
-    argv = ["--model", str(model_dir), "--output", str(output_dir(cfg, stage))]
-    argv += ["--max-new-tokens", str(e.max_new_tokens), "--engine", e.engine, "--batch-size", str(e.batch_size)]
+    source, how, inputs = model_source(cfg, model)
+    settings = {"limit": e.limit, "max_new_tokens": e.max_new_tokens, "preference": e.preference, **how}
+    argv = [*source, "--output", str(output_dir(cfg, stage)), "--max-new-tokens", str(e.max_new_tokens)]
     argv += ["--limit", str(e.limit)] if e.limit is not None else []
     argv += ["--dataset", cfg.eval_dataset] if cfg.eval_dataset is not None else []
-    inputs = {"model": model_fingerprint(model_dir), "eval_data": data_fingerprint(cfg.eval_dataset, "test")}
-    return command_plan(cfg, stage, "orpo_deploy.evaluation.cli", argv, settings, inputs)
+    argv += [] if e.preference and not isinstance(model, Endpoint) else ["--no-preference"]
+    inputs = {**inputs, "eval_data": data_fingerprint(cfg.eval_dataset, "test")}
+    return command_plan(cfg, stage, "orpo_deploy.evaluation.cli", argv, settings, inputs, **_key_env(model))
 
 
-def plan_ifeval(cfg: PipelineConfig, stage: str, model_dir: Path) -> StagePlan:
+def plan_ifeval(cfg: PipelineConfig, stage: str, model: Path | Endpoint) -> StagePlan:
     """Google's IFEval on a subset (report-only): the external figure beside our own split's."""
     f = cfg.ifeval
-    settings = {"limit": f.limit, "max_new_tokens": f.max_new_tokens, "engine": cfg.eval.engine}
-    argv = ["--model", str(model_dir), "--benchmark", "ifeval", "--output", str(output_dir(cfg, stage))]
-    argv += ["--max-new-tokens", str(f.max_new_tokens), "--engine", cfg.eval.engine]
-    argv += ["--batch-size", str(cfg.eval.batch_size)]
+    source, how, inputs = model_source(cfg, model)
+    settings = {"limit": f.limit, "max_new_tokens": f.max_new_tokens, **how}
+    argv = [*source, "--benchmark", "ifeval", "--output", str(output_dir(cfg, stage))]
+    argv += ["--max-new-tokens", str(f.max_new_tokens)]
     argv += ["--limit", str(f.limit)] if f.limit is not None else []
-    return command_plan(
-        cfg, stage, "orpo_deploy.evaluation.cli", argv, settings, {"model": model_fingerprint(model_dir)}
-    )
+    return command_plan(cfg, stage, "orpo_deploy.evaluation.cli", argv, settings, inputs, **_key_env(model))
+
+
+def _key_env(model: Path | Endpoint) -> dict[str, Any]:
+    """The server's key reaches orpo-eval through its environment, never its command line (visible in ps)."""
+    if isinstance(model, Endpoint):
+        return {"env": {**stage_env(), "OPENAI_API_KEY": model.api_key or ""}}
+    return {}
 
 
 def plan_export(cfg: PipelineConfig) -> StagePlan:
@@ -299,6 +345,7 @@ def command_plan(
     **extra: Any,
 ) -> StagePlan:
     """A stage that is one ``python -m MODULE ARGV`` writing ``output_dir(cfg, stage)``."""
+    extra.setdefault("env", stage_env())
     return StagePlan(
         name=stage,
         output=output_dir(cfg, stage),
@@ -306,7 +353,6 @@ def command_plan(
         settings=settings,
         inputs=inputs,
         command=[sys.executable, "-m", module, *argv],
-        env=stage_env(),
         **extra,
     )
 

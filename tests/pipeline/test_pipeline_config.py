@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from orpo_deploy.pipeline.cli import main
 from orpo_deploy.pipeline.config import CPU_CONFIG, GPU_CONFIG, ConfigError, load_config, parse_set
 from orpo_deploy.pipeline.stages import choose_served_model

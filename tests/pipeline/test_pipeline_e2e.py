@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import yaml
+
 from orpo_deploy.pipeline.cli import main
 from orpo_deploy.pipeline.stages import PAIRS
 from orpo_deploy.pipeline.stages import STAGES as ALL_STAGES
@@ -63,10 +64,14 @@ def test_pipeline_runs_skips_and_reruns_downstream_of_a_deleted_output(tmp_path,
     assert report["serve"]["served"] in ("merged", "quantized") and report["serve"]["exit_code"] == 0
     assert report["sizes_mib"]["quantised"] < report["sizes_mib"]["merged (ORPO)"]
     quality = {row["figure"]: row["values"] for row in report["quality"]["rows"]}
-    columns = ("base", "ORPO", "quantised", "constant answer (floor)")
+    columns = ("base", "ORPO", "served", "constant answer (floor)")
     assert all(quality["IF prompt-strict"][c] is not None for c in columns)
-    assert report["quality"]["orpo_minus_base"]["prompt_strict"]["n"] == 4  # paired over the same 4 prompts
-    assert {"base", "ORPO"} <= set(report["quality"]["ifeval"]) and report["quality"]["ifeval"]["base"]["prompts"] == 3
+    for diff in ("ORPO - base", "served - ORPO"):  # paired over the same 4 prompts (3 on IFEval)
+        assert report["quality"]["diffs"][diff]["prompt_strict"]["n"] == 4
+        assert report["quality"]["ifeval_diffs"][diff]["prompt_strict"]["n"] == 3
+    assert set(report["quality"]["ifeval"]) == {"base", "ORPO", "served", "floor"}
+    assert report["quality_measured_on"]["served"].startswith("orpo-eval, 4 prompts, greedy through the server")
+    assert {g["figure"] for g in report["quality"]["export_gate"]} >= {"instruction_following", "perplexity"}
     assert set(report["quality"]["preference"]) == {"base", "ORPO"}
     assert "## Serving" in (run_dir / "report" / "report.md").read_text()
     assert sum(" running (" in line for line in first.splitlines()) == len(STAGES)
@@ -82,10 +87,13 @@ def test_pipeline_runs_skips_and_reruns_downstream_of_a_deleted_output(tmp_path,
     assert main(["--config", str(config)]) == 0
     ran, skipped = ran_and_skipped(capsys.readouterr().out)
     served_quantised = report["serve"]["served"] == "quantized"
-    assert ran == {"export", "report"} | ({"serve", "loadtest"} if served_quantised else set())
+    served_stages = {"serve", "eval-served", "ifeval-served", "loadtest"}
+    assert ran == {"export", "report"} | (served_stages if served_quantised else set())
     assert skipped == set(STAGES) - ran
 
-    shutil.rmtree(run_dir / "loadtest")  # a load test needs a live server: serve runs again with it
+    # a load test needs a live server: serve runs again with it; the served evaluations key on the served model
+    # and the server's arguments, not on its port, so they stay up to date
+    shutil.rmtree(run_dir / "loadtest")
     assert main(["--config", str(config)]) == 0
     ran, skipped = ran_and_skipped(capsys.readouterr().out)
     assert ran == {"serve", "loadtest", "report"} and skipped == set(STAGES) - ran

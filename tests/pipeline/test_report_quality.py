@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from orpo_deploy.evaluation.instruct import summarize, verdicts
 from orpo_deploy.pipeline.charts import quality_chart
 from orpo_deploy.pipeline.quality import COLUMNS, collect_quality, quality_markdown
@@ -28,6 +30,9 @@ def write_eval(folder, answers):
 def test_quality_section_has_intervals_floor_templates_and_a_paired_difference(tmp_path):
     write_eval(tmp_path / "eval-base", ["tea, milk"] * 30 + ["tea and milk"] * 10)  # 10 of 40 follow
     write_eval(tmp_path / "eval-orpo", ["tea and milk"] * 40)  # all 40 follow
+    write_eval(tmp_path / "eval-served", ["tea and milk"] * 36 + ["tea, milk"] * 4)  # 4 lost: 36 of 40
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "serve" / "serve.json").write_text(json.dumps({"served": "quantized"}))
     q = collect_quality(
         tmp_path, *(read_json(tmp_path / f / "results.json") for f in ("eval-base", "eval-orpo")), None, read_json
     )
@@ -35,12 +40,16 @@ def test_quality_section_has_intervals_floor_templates_and_a_paired_difference(t
     assert strict["base"]["value"] == 0.25 and strict["ORPO"]["value"] == 1.0
     assert strict["base"]["ci_low"] < 0.25 < strict["base"]["ci_high"]
     assert strict["constant answer (floor)"]["value"] == 0.0  # off topic: fails everything
-    assert strict["quantised"] is None
-    diff = q["orpo_minus_base"]["prompt_strict"]
+    assert strict["served"]["value"] == 0.9
+    diff = q["diffs"]["ORPO - base"]["prompt_strict"]
     assert diff["value"] == 0.75 and diff["excludes_zero"] and diff["clusters"] == 8
-    assert set(q["by_template"]) == {"in", "out"}
+    lost = q["diffs"]["served - ORPO"]["prompt_strict"]
+    assert lost["value"] == pytest.approx(-0.1) and lost["ci_low"] < -0.1 < lost["ci_high"]
+    assert set(q["by_template"]) == {"in", "out"} and set(q["by_template"]["in"]) == {"base", "ORPO", "served"}
     text = "\n".join(quality_markdown(q, {"base": "orpo-eval"}))
     assert "+0.750 [" in text and "(differs)" in text and "constant answer (floor)" in text
+    assert "| served (4-bit export) | constant answer (floor) |" in text
+    assert "-0.100 [" in text and "IFEval" not in text  # no IFEval results in this run: no IFEval table
     assert quality_chart(q["rows"], list(COLUMNS), tmp_path / "q.png").stat().st_size > 0
 
 

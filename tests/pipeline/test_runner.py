@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from orpo_deploy.pipeline.runner import RUN_MARKER, StageFailed, StagePlan, StageRunner, claim_run_dir, fingerprint
 
 # A fake stage: writes OUT/manifest.json with a fresh nonce (like a real stage's created_at), or fails.
