@@ -4,7 +4,7 @@ Pairs come from what users said, always about one prompt:
 - a **preferred** answer: chosen = the user's text, rejected = the answer they were given (choice 0);
 - a **choice** among n: chosen = the picked choice, rejected = each choice not picked;
 - **ratings**: chosen = an answer rated up (> 0), rejected = an answer to the same prompt rated down (< 0), across
-  completions (a rating of a completion with n > 1 choices says nothing about which one, and is skipped).
+  completions; a rating of a completion with n > 1 choices rates the choice it names (one naming none is skipped).
 Identical pairs are kept once; a pair whose sides are equal is dropped. Rows are split into train and dev *by prompt*
 (a sha256 of it), so no prompt is in both. Prompts stored as a hash or redacted cannot be trained on and are counted.
 The tables are read by reflection: the data stage does not import the server.
@@ -77,10 +77,13 @@ def build_pairs(rows: dict[int, dict], marks: list[dict], dev_percent: int = 10)
             pairs.append((row, mark["preferred"], texts[0], "preferred"))
         elif mark["kind"] == "choice":
             pairs += [(row, texts[mark["choice"]], t, "choice") for j, t in enumerate(texts) if j != mark["choice"]]
-        elif len(texts) > 1:
-            dropped["rating of a completion with several choices"] += 1
-        elif mark["rating"] != 0:
-            rated[row["prompt_sha"]]["up" if mark["rating"] > 0 else "down"].append((row, texts[0]))
+        elif mark.get("choice") is None and len(texts) > 1:
+            dropped["rating of a completion with several choices, no choice named"] += 1
+        elif mark.get("choice") is not None and mark["choice"] >= len(texts):
+            dropped["rated choice not recorded"] += 1
+        elif mark["rating"] != 0:  # the rated answer: the named choice, or the only one
+            text = texts[mark["choice"] if mark.get("choice") is not None else 0]
+            rated[row["prompt_sha"]]["up" if mark["rating"] > 0 else "down"].append((row, text))
     for sides in rated.values():
         combos = [(u, d) for u in sides["up"] for d in sides["down"]][:MAX_RATING_PAIRS_PER_PROMPT]
         pairs += [(u[0], u[1], d[1], "rating") for u, d in combos]

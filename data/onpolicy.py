@@ -223,8 +223,9 @@ def make_engine(cfg: GenerateConfig, rows: Sequence[dict[str, Any]]):
 
 def run(cfg: GenerateConfig) -> Path:
     """Sample (resuming finished chunks), pick pairs, write pairs + stats + manifest; returns the output folder."""
-    from orpo_deploy.core.manifest import atomic_output_dir, make_manifest, sha256_file, write_manifest
     from tqdm.auto import tqdm
+
+    from orpo_deploy.core.manifest import atomic_output_dir, make_manifest, sha256_file, write_manifest
 
     started = time.perf_counter()
     rows = load_prompts(cfg)  # bad input fails here, before a model is loaded

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+
 from orpo_deploy.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from orpo_deploy.serve.admission import AdmissionGate
 from orpo_deploy.serve.auth import AuthMiddleware

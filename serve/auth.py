@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from orpo_deploy.serve.config import ServeConfig
 from orpo_deploy.serve.errors import Overloaded, Unauthorized, error_response
 from orpo_deploy.serve.logs import api_key_hash_var
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 PUBLIC_PATHS = ("/health", "/ready")
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")

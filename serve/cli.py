@@ -17,6 +17,7 @@ import sys
 from types import FrameType
 
 import uvicorn
+
 from orpo_deploy.core.cli import ArgumentParser, UsageError
 from orpo_deploy.core.models import ModelError, resolve_model
 from orpo_deploy.serve.config import LOOPBACK, ConfigError, ServeConfig, check_servable_model_dir

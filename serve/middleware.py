@@ -12,11 +12,12 @@ import time
 import uuid
 
 from fastapi import HTTPException
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from orpo_deploy.serve.errors import PayloadTooLarge, error_response
 from orpo_deploy.serve.logs import request_id_var
 from orpo_deploy.serve.metrics import ServeMetrics
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("serve.access")
 

@@ -265,7 +265,8 @@ class ModelList(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    """What a user says about one completion: a rating, a better answer, or which of its ``n`` choices is best."""
+    """What a user says about one completion: a rating, a better answer, or which of its ``n`` choices is best.
+    A rating with a choice rates that one choice (a thumbs-up/down per answer when ``n`` > 1)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -274,7 +275,9 @@ class FeedbackRequest(BaseModel):
         default=None, description="up / down, or a score in [-1, 1]."
     )
     preferred: Text | None = Field(default=None, min_length=1, max_length=32768, description="A better answer.")
-    choice: int | None = Field(default=None, ge=0, lt=MAX_N, description="Index of the best of the n choices.")
+    choice: int | None = Field(
+        default=None, ge=0, lt=MAX_N, description="Index of the best of the n choices; with rating, the rated one."
+    )
 
 
 class FeedbackResponse(BaseModel):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
 from orpo_deploy.core.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,9 @@ class RecordSettings:
     retention_days: float | None = None
     retention_count: int | None = None
     batch_size: int = 64
+    linger_s: float = 0.5
+    """After the first record of a batch, wait this long for more before committing: at a steady 15 req/s that is
+    one transaction for ~8 records instead of one each (each commit costs the serving process its GIL time)."""
 
 
 class RecordStore:
@@ -192,8 +196,9 @@ class RecordStore:
             batch = []
             try:
                 batch.append(self.queue.get(timeout=0.2))
-                while len(batch) < self.settings.batch_size:
-                    batch.append(self.queue.get_nowait())
+                deadline = time.monotonic() + self.settings.linger_s
+                while len(batch) < self.settings.batch_size and not self._stop.is_set():
+                    batch.append(self.queue.get(timeout=max(deadline - time.monotonic(), 0.0)))
             except queue.Empty:
                 pass
             if batch:
@@ -207,7 +212,8 @@ class RecordStore:
                         self.on_drop()
                 for _ in batch:  # written or dropped: flush() waits on this count
                     self.queue.task_done()
-            if time.monotonic() - self._last_prune > 60:
+            retention = self.settings.retention_days is not None or self.settings.retention_count is not None
+            if retention and time.monotonic() - self._last_prune > 60:
                 self._prune()
 
     def _prune(self) -> None:

@@ -23,6 +23,7 @@ def fill(url: str) -> None:
         ("c3", q2, ["Blue."]),  # rated up
         ("c4", q2, ["Dunno."]),  # rated down
         ("c5", q2, ["Red.", "Green."]),  # rated, but which of the two?
+        ("c7", q2, ["Purple.", "Um."]),  # each choice rated: 0 up, 1 down
     ]
     for cid, prompt, texts in records:
         store.submit(store.completion_record(cid, "m", "sha-a", "k", prompt, {},
@@ -31,13 +32,15 @@ def fill(url: str) -> None:
     hidden.update(prompt_policy="hash", prompt=None)
     store.submit(hidden)
     assert store.flush()
-    pk = {cid: store.find(cid, "k")["id"] for cid in ("c1", "c2", "c3", "c4", "c5", "c6")}
+    pk = {cid: store.find(cid, "k")["id"] for cid in ("c1", "c2", "c3", "c4", "c5", "c6", "c7")}
     store.add_feedback(pk["c1"], "k", "preferred", preferred="Jupiter, the largest planet.")
     store.add_feedback(pk["c2"], "k", "choice", choice=2)
     store.add_feedback(pk["c3"], "k", "rating", rating=1.0)
     store.add_feedback(pk["c4"], "k", "rating", rating=-1.0)
     store.add_feedback(pk["c5"], "k", "rating", rating=1.0)
     store.add_feedback(pk["c6"], "k", "rating", rating=1.0)
+    store.add_feedback(pk["c7"], "k", "rating", rating=1.0, choice=0)
+    store.add_feedback(pk["c7"], "k", "rating", rating=-1.0, choice=1)
     store.add_feedback(pk["c1"], "k", "preferred", preferred="Jupiter, the largest planet.")  # said twice
     store.close()
 
@@ -53,13 +56,16 @@ def test_pairs_from_every_kind_of_feedback(tmp_path):
         ("choice", "Earth.", "Venus."),
         ("preferred", "Jupiter, the largest planet.", "Mars."),
         ("rating", "Blue.", "Dunno."),
+        ("rating", "Blue.", "Um."),
+        ("rating", "Purple.", "Dunno."),
+        ("rating", "Purple.", "Um."),
     ]
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-    assert stats["dropped"] == {"duplicate": 1, "rating of a completion with several choices": 1,
+    assert stats["dropped"] == {"duplicate": 1, "rating of a completion with several choices, no choice named": 1,
                                 "prompt stored as hash": 1}  # fmt: skip
     from orpo_deploy.data.load import load_preference_dataset
 
-    assert len(load_preference_dataset(str(tmp_path / "out" / "train.jsonl"))) == 4  # what orpo-train reads
+    assert len(load_preference_dataset(str(tmp_path / "out" / "train.jsonl"))) == 7  # what orpo-train reads
 
 
 def test_split_by_prompt_and_filters(tmp_path):

@@ -1,6 +1,7 @@
 """Alembic's entry point for the record store (``serve.records.migrate`` runs it; no alembic.ini needed)."""
 
 from alembic import context
+
 from orpo_deploy.serve.records import make_engine, metadata
 
 config = context.config

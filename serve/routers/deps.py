@@ -9,13 +9,14 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.responses import Response, StreamingResponse
+
 from orpo_deploy.serve.auth import check_key
 from orpo_deploy.serve.errors import ClientDisconnected, EngineDead, EngineNotReady, ShuttingDown, stream_error_events
 from orpo_deploy.serve.logs import request_id_var
 from orpo_deploy.serve.protocol import ErrorResponse
 from orpo_deploy.serve.service import GenerationService
-from pydantic import BaseModel
-from starlette.responses import Response, StreamingResponse
 
 logger = logging.getLogger(__name__)
 

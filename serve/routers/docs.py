@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+
 from orpo_deploy.serve.routers.deps import require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)])

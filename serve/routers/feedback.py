@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
 from orpo_deploy.serve.errors import InvalidRequest, RouteNotFound
 from orpo_deploy.serve.logs import api_key_hash_var
 from orpo_deploy.serve.protocol import FeedbackRequest, FeedbackResponse
 from orpo_deploy.serve.routers.deps import ERROR_RESPONSES, json_response, require_api_key
-from starlette.responses import Response
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["feedback"])
 
@@ -30,21 +31,24 @@ def _store(request: Request):
 async def post_feedback(body: FeedbackRequest, request: Request) -> Response:
     store = _store(request)
     given = [name for name in ("rating", "preferred", "choice") if getattr(body, name) is not None]
-    if len(given) != 1:
-        raise InvalidRequest("give exactly one of rating, preferred, choice", param="rating" if not given else given[1])
+    if given == ["rating", "choice"]:  # one choice rated
+        given = ["rating"]
+    elif len(given) != 1:
+        message = "give exactly one of rating, preferred, choice (or rating with the choice it rates)"
+        raise InvalidRequest(message, param="rating" if not given else given[1])
     key_hash = api_key_hash_var.get()
     found = await asyncio.to_thread(store.find, body.completion_id, key_hash)
     if found is None:
         raise CompletionNotFound(f"no recorded completion {body.completion_id!r} for this key", param="completion_id")
     values: dict = {}
+    if body.choice is not None:
+        if body.choice >= len(found["choices"]):
+            raise InvalidRequest(f"the completion has {len(found['choices'])} choices", param="choice")
+        values["choice"] = body.choice
     if body.rating is not None:
         values["rating"] = {"up": 1.0, "down": -1.0}.get(body.rating, body.rating)
     elif body.preferred is not None:
         values["preferred"] = body.preferred
-    else:
-        if body.choice >= len(found["choices"]):
-            raise InvalidRequest(f"the completion has {len(found['choices'])} choices", param="choice")
-        values["choice"] = body.choice
     feedback_id = await asyncio.to_thread(store.add_feedback, found["id"], key_hash, given[0], **values)
     return json_response(FeedbackResponse(id=feedback_id, completion_id=body.completion_id))
 

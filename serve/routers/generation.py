@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
 from orpo_deploy.serve.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -21,8 +24,6 @@ from orpo_deploy.serve.routers.deps import (
     require_api_key,
     run_cancellable,
 )
-from pydantic import BaseModel
-from starlette.responses import Response
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["generation"])
 

@@ -7,6 +7,7 @@ import platform
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+
 from orpo_deploy.serve.errors import EngineDead, EngineFailure, EngineNotReady, ShuttingDown, envelope, error_response
 from orpo_deploy.serve.routers.deps import ERROR_RESPONSES, require_api_key
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from orpo_deploy.serve.routers.deps import BearerCredentials, check_api_key
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
+
+from orpo_deploy.serve.routers.deps import BearerCredentials, check_api_key
 
 router = APIRouter(tags=["metrics"])
 

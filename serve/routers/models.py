@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+
 from orpo_deploy.serve.errors import ModelNotFound
 from orpo_deploy.serve.protocol import ModelCard, ModelList
 from orpo_deploy.serve.routers.deps import ERROR_RESPONSES, require_api_key

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from orpo_deploy.serve.records import RecordSettings, RecordStore, completions, feedback, key_hash
 from test_serve_http import CHAT, KEY, OTHER_KEY, assert_envelope, chat_body, serving
+
+from orpo_deploy.serve.records import RecordSettings, RecordStore, completions, feedback, key_hash
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,12 +57,20 @@ async def test_feedback_api_and_its_envelopes(tmp_path):
     async with serving(record=url) as (app, client, _):
         completion = (await client.post(CHAT, json=chat_body(n=2, temperature=1.0))).json()["id"]
         assert app.state.serve.records.flush()
-        for body in ({"rating": "up"}, {"rating": -0.5}, {"preferred": "A better answer."}, {"choice": 1}):
+        said = (
+            {"rating": "up"},
+            {"rating": -0.5},
+            {"preferred": "A better answer."},
+            {"choice": 1},
+            {"rating": "down", "choice": 1},
+        )  # fmt: skip  (the last: one of the two choices rated)
+        for body in said:
             r = await client.post("/v1/feedback", json={"completion_id": completion, **body})
             assert r.status_code == 200 and r.json()["object"] == "feedback", r.text
         bad = [
             ({"completion_id": completion}, 400, "rating"),  # nothing said
-            ({"completion_id": completion, "rating": "up", "choice": 0}, 400, "choice"),  # two things said
+            ({"completion_id": completion, "preferred": "x", "choice": 0}, 400, "choice"),  # two things said
+            ({"completion_id": completion, "rating": "up", "choice": 2}, 400, "choice"),  # rates a choice not there
             ({"completion_id": completion, "choice": 5}, 400, "choice"),  # 2 choices only
             ({"completion_id": completion, "rating": 2}, 400, "rating"),
             ({"completion_id": completion, "rating": "meh"}, 400, "rating"),
@@ -115,6 +124,19 @@ def test_prompts_can_be_kept_as_a_hash_only(tmp_path):
     store.close()
     (row,) = rows(url, completions)
     assert row["prompt"] is None and len(row["prompt_sha"]) == 64 and "secret" not in json.dumps(row, default=str)
+
+
+def test_records_arriving_apart_share_one_transaction_within_the_linger(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = RecordStore(RecordSettings(url, linger_s=0.4))
+    commits = []
+    sa.event.listen(store.engine, "commit", lambda conn: commits.append(time.monotonic()))
+    for i in range(10):  # 10 records 20 ms apart: 0.2 s, within one linger
+        store.submit(store.completion_record(f"c{i}", "m", None, None, "p", {}, []))
+        time.sleep(0.02)
+    assert store.flush()
+    store.close()
+    assert len(rows(url, completions)) == 10 and len(commits) == 1, len(commits)
 
 
 WRITER = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from orpo_deploy.serve.cli import main, parse_config
 from orpo_deploy.serve.config import ConfigError, ServeConfig, check_servable_model_dir
 from orpo_deploy.serve.engine import apply_cpu_env_defaults
@@ -108,8 +109,9 @@ def test_cpu_env_defaults_do_not_override_the_operator():
 @pytest.mark.slow  # importing vllm: ~40 s on a loaded 2-core machine, free when another test imported it already
 def test_parallel_sizes_reach_the_vllm_engine_args(monkeypatch, tmp_path):
     """Tensor/data parallelism (flags or ORPO_SERVE_* env, as the Kubernetes manifests set them) go to vLLM as is."""
-    from orpo_deploy.serve.engine import EngineStats, _build_async_llm
     from vllm.v1.engine.async_llm import AsyncLLM
+
+    from orpo_deploy.serve.engine import EngineStats, _build_async_llm
 
     monkeypatch.setenv("ORPO_SERVE_DATA_PARALLEL_SIZE", "3")
     config = parse_config(["--tensor-parallel-size", "2"])

@@ -19,7 +19,6 @@ openai = pytest.importorskip("openai")
 
 from orpo_deploy.core.models import TINY_NAME  # noqa: E402
 from orpo_deploy.loadtest.servers import RunningServer  # noqa: E402
-
 from tests.serve.tiny_server import run_tiny_server  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

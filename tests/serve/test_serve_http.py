@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from serve_fakes import FakeEngine, call_then_disconnect
+
 from orpo_deploy.core.manifest import make_manifest, write_manifest
 from orpo_deploy.serve.app import create_app, drain
 from orpo_deploy.serve.config import ServeConfig
-from serve_fakes import FakeEngine, call_then_disconnect
 
 KEY, OTHER_KEY = "test-key-1-" + "a" * 24, "test-key-2-" + "b" * 24  # keys are >= 32 characters
 AUTH = {"Authorization": f"Bearer {KEY}"}

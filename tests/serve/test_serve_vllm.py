@@ -18,10 +18,10 @@ import pytest
 pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 
-from orpo_deploy.core.models import TINY_NAME, resolve_model  # noqa: E402
-from orpo_deploy.loadtest.servers import RunningServer  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from orpo_deploy.core.models import TINY_NAME, resolve_model  # noqa: E402
+from orpo_deploy.loadtest.servers import RunningServer  # noqa: E402
 from tests.serve.tiny_server import run_tiny_server  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from orpo_deploy.core.models import TINY_NAME, resolve_model
 from orpo_deploy.loadtest.servers import (
     RunningServer,
