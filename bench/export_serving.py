@@ -60,6 +60,7 @@ def run_vllm(model_dir: str, prompts: list, max_tokens: int) -> dict:
 
 def run_hf(model_dir: str, prompts: list, max_tokens: int) -> dict:
     import torch
+
     from orpo_deploy.evaluation.loading import load_model
 
     start = time.perf_counter()

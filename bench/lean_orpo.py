@@ -51,6 +51,7 @@ GB = 1e9  # decimal, as the issue's figures
 def synthetic_pairs(tokenizer, n: int, join: int = 8):
     """``n`` pairs of our train split whose responses are ``join`` consecutive answers: longer than any length."""
     from datasets import Dataset
+
     from orpo_deploy.train.data_prep import format_pairs
     from orpo_deploy.train.pipeline import load_pairs
 
@@ -73,11 +74,12 @@ def synthetic_pairs(tokenizer, n: int, join: int = 8):
 def child(job: dict) -> dict:
     """One configuration in this (fresh) process: build orpo-train's trainer, run warm-up + timed steps."""
     import torch
+    from transformers import AutoTokenizer, TrainerCallback
+
     from orpo_deploy.core.models import resolve_model
     from orpo_deploy.train.config import TrainConfig
     from orpo_deploy.train.data_prep import truncate_pairs
     from orpo_deploy.train.trainer import build_trainer
-    from transformers import AutoTokenizer, TrainerCallback
 
     torch.set_num_threads(job["threads"])
     batch, length, total_steps = job["batch"], job["length"], job["warmup"] + job["steps"]

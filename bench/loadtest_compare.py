@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+
 from orpo_deploy.core.models import TINY_NAME, resolve_model
 from orpo_deploy.loadtest.cli import main as loadtest_main
 from orpo_deploy.loadtest.servers import free_port, start_server, stop_server

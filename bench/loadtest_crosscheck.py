@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtest_compare import server_command  # bench/: the same two server command lines as the closed-loop bench
+
 from orpo_deploy.core.io import write_atomic, write_json
 from orpo_deploy.core.messages import as_messages
 from orpo_deploy.core.models import resolve_model

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtest_compare import figure, run_one  # bench/: one server, one Locust run, its summary
+
 from orpo_deploy.core.io import write_atomic, write_json
 from orpo_deploy.core.models import TINY_NAME, resolve_model
 

@@ -59,12 +59,13 @@ def run_stage(stage: str, train: dict[str, Any], dpo_beta: float) -> dict[str, A
 
 def run_baseline(stage: str, cfg, dpo_beta: float) -> Path:
     """The orpo-train recipe with trl's SFT or DPO trainer: data -> trainer -> train -> adapter -> merge."""
+    from transformers import AutoTokenizer
+
     from orpo_deploy.core.manifest import library_versions, make_manifest, weights_sha256, write_manifest
     from orpo_deploy.core.models import resolve_model
     from orpo_deploy.train import baselines
     from orpo_deploy.train.merge import merge_adapter
     from orpo_deploy.train.pipeline import dataset_record, load_pairs, prepare_pairs, prepare_run_dir
-    from transformers import AutoTokenizer
 
     prepare_run_dir(cfg, resume=False)
     base_dir = resolve_model(cfg.model)

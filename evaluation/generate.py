@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from orpo_deploy.core.errors import UsageError
 from tqdm.auto import tqdm
+
+from orpo_deploy.core.errors import UsageError
 
 Messages = list[dict[str, str]]
 

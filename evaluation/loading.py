@@ -7,8 +7,9 @@ from pathlib import Path
 
 def load_model(spec: str) -> tuple[Path, object, object]:
     import torch
-    from orpo_deploy.core.models import resolve_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from orpo_deploy.core.models import resolve_model
 
     model_dir = resolve_model(spec)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+
 from orpo_deploy.core.cli import ArgumentParser, UsageError
 from orpo_deploy.loadtest import metrics_check
 from orpo_deploy.loadtest.profiles import PROFILES

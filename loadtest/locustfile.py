@@ -34,6 +34,7 @@ from pathlib import Path
 import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+
 from orpo_deploy.loadtest import workload
 from orpo_deploy.loadtest.arrivals import send_times
 from orpo_deploy.loadtest.shapes import SHAPES

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+
 from orpo_deploy.core.errors import RunFailed
 
 CHAT_ROUTE = "/v1/chat/completions"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
 from orpo_deploy.core.errors import RunFailed
 
 # vLLM CPU settings measured to work on these machines (shared/NOTES.md); the caller's environment wins.

@@ -8,6 +8,7 @@ only runs shape classes it finds in the locustfile's namespace. They read ``--us
 from __future__ import annotations
 
 from locust import LoadTestShape
+
 from orpo_deploy.loadtest.profiles import PROFILES, Profile, Tick
 
 

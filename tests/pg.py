@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+
 from orpo_deploy.loadtest.servers import free_port
 
 

@@ -4,6 +4,7 @@ import json
 from collections import Counter
 
 import pytest
+
 from orpo_deploy.data import build as build_module
 from orpo_deploy.data.splits import SPLIT_NAMES, SPLITS_DIR, load_split
 from orpo_deploy.data.topics import load_topics

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+
 from orpo_deploy.data.verifiers import Constraint
 from orpo_deploy.evaluation.cli import main as eval_main
 from orpo_deploy.evaluation.instruct import score_responses
@@ -23,8 +24,9 @@ def test_score_responses_hand_counted():
 
 
 def test_mean_response_logprobs_matches_a_manual_forward(tiny_model_dir):
-    from orpo_deploy.evaluation.scoring import mean_response_logprobs
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from orpo_deploy.evaluation.scoring import mean_response_logprobs
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -147,7 +149,6 @@ def test_bad_eval_arguments_are_one_line_and_exit_2(tmp_path, capsys, monkeypatc
 def test_endpoint_generation_through_the_openai_client_retries_a_429():
     """The endpoint path uses the official client; a server that answers 429 once is retried, not an error."""
     from orpo_deploy.evaluation.generate import generate_endpoint
-
     from tests.loadtest.loadtest_fakes import FakeOpenAI
 
     with FakeOpenAI(tokens=3, api_key="k" * 32, refuse_first=1) as server:

@@ -1,6 +1,7 @@
 """IFEval offline: Google's prompts and checkers from the wheel; verdicts equal the untouched reference code."""
 
 import pytest
+
 from orpo_deploy.evaluation import ifeval
 
 # Answers that exercise most checkers one way or the other; each is scored against all 541 prompts.

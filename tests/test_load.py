@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from orpo_deploy.data.load import DatasetError, load_preference_dataset
 from orpo_deploy.evaluation.cli import main as eval_main
 

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from orpo_deploy.core.manifest import (
     MANIFEST_NAME,
     atomic_output_dir,

@@ -1,6 +1,7 @@
 """Model cards: metadata a hub reads, the recipe, and the bundled-base caveat."""
 
 from huggingface_hub import ModelCard
+
 from orpo_deploy.core.model_card import OFFICIAL_SMOLLM2, export_card, train_card
 
 

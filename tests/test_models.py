@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from orpo_deploy.core.manifest import read_manifest, weights_sha256
 from orpo_deploy.core.models import GGUF_SHA256, ModelError, resolve_model
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from orpo_deploy.data import onpolicy
 from orpo_deploy.data.onpolicy import GenerateConfig, GenerateError, build_pairs, judge, pick_pair, prompt_row
 

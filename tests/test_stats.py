@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from orpo_deploy.evaluation.stats import excludes_zero, if_figures, mean_ratio_ci, paired_diff_ci, ratio_ci
 
 

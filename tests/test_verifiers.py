@@ -1,6 +1,7 @@
 """Hand-written passing and failing responses for every constraint kind, and IFEval's loose mode."""
 
 import pytest
+
 from orpo_deploy.data.verifiers import (
     KINDS,
     TEST_ONLY_KINDS,

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from transformers import AutoModelForCausalLM
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
 from orpo_deploy.train.callbacks import MetricsLogCallback, TokenCountingCollator
 from orpo_deploy.train.config import TrainConfig
 from orpo_deploy.train.hf_args import lora_config, training_arguments
-from transformers import AutoModelForCausalLM
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from orpo_deploy.core.errors import ConfigError
 from orpo_deploy.core.resources import config_path
 

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from datasets import Dataset
+
 from orpo_deploy.core.errors import UsageError
 
 logger = logging.getLogger(__name__)

@@ -52,6 +52,7 @@ class GenerationEval:
 
     def __call__(self, model, tokenizer) -> dict[str, float]:
         import torch
+
         from orpo_deploy.evaluation.generate import generate_hf
 
         started = time.perf_counter()

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from peft import LoraConfig
+
 from orpo_deploy.train.checkpointing import checkpointing_kwargs
 from orpo_deploy.train.config import CPU_AUTO_PRECISION, TrainConfig
-from peft import LoraConfig
 
 
 def resolve_precision(cfg: TrainConfig) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
 from orpo_deploy.core.errors import UsageError
 
 IGNORE_INDEX = -100

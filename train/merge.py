@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from orpo_deploy.core.errors import UsageError
 from orpo_deploy.core.manifest import atomic_output_dir, make_manifest, read_manifest, weights_sha256, write_manifest
 from orpo_deploy.core.model_card import train_card, write_card

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from datasets import Dataset
+
 from orpo_deploy.core.errors import UsageError
 from orpo_deploy.core.manifest import library_versions, make_manifest, sha256_file, weights_sha256, write_manifest
 from orpo_deploy.core.models import resolve_model

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from torch import nn
+from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
+
 from orpo_deploy.train.callbacks import MetricsLogCallback, TokenCountingCollator
 from orpo_deploy.train.config import TrainConfig
 from orpo_deploy.train.dev_eval import GenerationEval
 from orpo_deploy.train.hf_args import lora_config, resolve_precision, training_arguments
 from orpo_deploy.train.lean_logps import LeanForwardError, orpo_sequence_logps
 from orpo_deploy.train.lora_dropout import fuse_lora_dropout
-from torch import nn
-from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainerCallback
-from transformers.integrations import is_deepspeed_zero3_enabled
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we know it is experimental: the tests pin it
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from orpo_deploy.compare.cli import main
 from orpo_deploy.core.manifest import read_manifest
 from orpo_deploy.core.models import resolve_model

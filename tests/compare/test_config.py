@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from orpo_deploy.compare.cli import main
 from orpo_deploy.compare.config import NO_INTERMEDIATE_SAVES, CompareConfig
 from orpo_deploy.train.config import ConfigError

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from orpo_deploy.compare.plots import plot_all
 from orpo_deploy.compare.report import arm_totals, build_report, memory_claim, quality_claim, time_claim, to_markdown
 

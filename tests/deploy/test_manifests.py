@@ -17,11 +17,11 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client import REGISTRY
+
 from orpo_deploy.serve.app import create_app
 from orpo_deploy.serve.config import ENV_PREFIX, ConfigError, ServeConfig
 from orpo_deploy.serve.metrics import ServeMetrics
-from prometheus_client import REGISTRY
-
 from tests.serve.serve_fakes import FakeEngine
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+
 from orpo_deploy.export.cli import main as export_main
 
 TINY = "tiny-smollm2"

@@ -12,6 +12,7 @@ import math
 import re
 
 import pytest
+
 from orpo_deploy.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from orpo_deploy.export.cli import main as export_main
 from orpo_deploy.export.quality import vllm_serves_4bit
@@ -87,6 +88,7 @@ def test_manifest_is_chained_to_the_input(gptq_dir, tiny_model_dir):
 
 def test_quantised_model_stays_close_to_the_full_one_and_answers(gptq_dir, awq_dir):
     import torch
+
     from orpo_deploy.evaluation.generate import generate_hf
     from orpo_deploy.evaluation.loading import load_model
 

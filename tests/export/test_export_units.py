@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from orpo_deploy.export.calibration import as_messages, calibration_samples, evenly_spaced
 from orpo_deploy.export.checks import quantised_layer_widths, resolve_group_size
 from orpo_deploy.export.config import ConfigError, ExportConfig, ExportError

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from loadtest_fakes import write_run
+
 from orpo_deploy.loadtest.cli import UsageError, check_host, main, parse_duration
 
 

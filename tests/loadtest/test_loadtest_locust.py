@@ -11,6 +11,7 @@ import json
 
 import pytest
 from loadtest_fakes import FakeOpenAI
+
 from orpo_deploy.loadtest.cli import main
 
 # find_spec, not importorskip: importing locust would monkey-patch this test process with gevent

@@ -9,6 +9,7 @@ import statistics
 
 import pytest
 from loadtest_fakes import FakeOpenAI
+
 from orpo_deploy.loadtest.arrivals import schedule
 from orpo_deploy.loadtest.cli import main
 from orpo_deploy.loadtest.goodput import goodput, is_good, tpot_ms

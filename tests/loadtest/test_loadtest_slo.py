@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from loadtest_fakes import write_run
+
 from orpo_deploy.loadtest.slo import DEFAULT_SLOS, SLO_KEYS, SLOError, evaluate, parse_slos
 from orpo_deploy.loadtest.summary import summarize
 

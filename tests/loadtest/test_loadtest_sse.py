@@ -6,6 +6,7 @@ import itertools
 import json
 
 import pytest
+
 from orpo_deploy.loadtest.sse import StreamError, read_chat_stream
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from loadtest_fakes import STATS_COLUMNS, stats_row, write_csv, write_run
+
 from orpo_deploy.loadtest.plots import plot_history, read_history
 from orpo_deploy.loadtest.summary import SummaryError, summarize
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from orpo_deploy.core.models import TINY_NAME, resolve_model
 from orpo_deploy.loadtest import metrics_check
 from orpo_deploy.loadtest.cli import main

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from orpo_deploy.loadtest.cli import main
 from orpo_deploy.loadtest.workload import WorkloadError, load, parse_row
 

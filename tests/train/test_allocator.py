@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from orpo_deploy.train.allocator import (
     ENV_VAR,
     JEMALLOC_CONF,

@@ -8,12 +8,13 @@ import os
 
 import pytest
 import torch
-from orpo_deploy.train.checkpointing import MIN_SAVED_INNER_DIM, _policy, checkpointing_kwargs, selective_context
-from orpo_deploy.train.config import ConfigError
-from orpo_deploy.train.lora_dropout import DropoutLinear
 from test_lean_orpo import build, randomize_lora_b
 from test_training import tiny_config
 from torch.utils.checkpoint import CheckpointPolicy
+
+from orpo_deploy.train.checkpointing import MIN_SAVED_INNER_DIM, _policy, checkpointing_kwargs, selective_context
+from orpo_deploy.train.config import ConfigError
+from orpo_deploy.train.lora_dropout import DropoutLinear
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 aten = torch.ops.aten

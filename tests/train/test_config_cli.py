@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from orpo_deploy.train.cli import main, parse_config
 from orpo_deploy.train.config import DIFFERS_FROM_TRL, ConfigError, TrainConfig, field_help
 

@@ -4,9 +4,10 @@ import random
 
 import pytest
 from datasets import Dataset
+from transformers import AutoTokenizer
+
 from orpo_deploy.core.models import resolve_model
 from orpo_deploy.train.data_prep import PairFormatError, format_pairs, truncate_pairs
-from transformers import AutoTokenizer
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
 

@@ -3,6 +3,7 @@ checkpoint and stops early."""
 
 import pytest
 import torch
+
 from orpo_deploy.core.manifest import read_manifest
 from orpo_deploy.evaluation.generate import Generation
 from orpo_deploy.train.callbacks import read_metrics

@@ -10,10 +10,11 @@ import os
 
 import pytest
 import torch
-from orpo_deploy.core.models import resolve_model
-from orpo_deploy.train.lean_logps import LeanForwardError, label_logps, orpo_sequence_logps
 from test_training import tiny_config
 from torch import nn
+
+from orpo_deploy.core.models import resolve_model
+from orpo_deploy.train.lean_logps import LeanForwardError, label_logps, orpo_sequence_logps
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -80,9 +81,10 @@ def test_sequence_logps_use_trls_positions():
 
 
 def build(tmp_path, orpo_forward: str, **overrides):
+    from transformers import AutoTokenizer
+
     from orpo_deploy.train.pipeline import load_pairs, prepare_pairs
     from orpo_deploy.train.trainer import build_trainer
-    from transformers import AutoTokenizer
 
     settings = {"orpo_forward": orpo_forward, "lora_dropout": 0.0, "logit_chunk_size": 50, **overrides}
     cfg = tiny_config(tmp_path, **settings)

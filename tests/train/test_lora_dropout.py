@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from orpo_deploy.train.lora_dropout import DropoutLinear, _DropoutLinearFn, fuse_lora_dropout, keep_mask
 from torch import nn
+
+from orpo_deploy.train.lora_dropout import DropoutLinear, _DropoutLinearFn, fuse_lora_dropout, keep_mask
 
 CPU = torch.device("cpu")
 

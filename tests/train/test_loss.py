@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from orpo_deploy.train.loss import log1mexp, orpo_loss
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from orpo_deploy.core.manifest import read_manifest
 from orpo_deploy.train.callbacks import read_metrics
 from orpo_deploy.train.pipeline import latest_checkpoint

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from orpo_deploy.train.config import ConfigError
 from orpo_deploy.train.sweep import main, parse_grid, plan
 

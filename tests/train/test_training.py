@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+
 from orpo_deploy.core.manifest import read_manifest, weights_sha256
 from orpo_deploy.core.models import resolve_model
 from orpo_deploy.train.callbacks import ORPO_KEYS, read_metrics
@@ -147,9 +148,10 @@ def test_existing_run_needs_resume(trained):
 def test_no_empty_responses_reach_trl(tmp_path):
     """With trl's own truncation only, the 200-sentence prompt would leave an empty response; ours keeps one."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from transformers import AutoTokenizer
+
     from orpo_deploy.train.pipeline import load_pairs, prepare_pairs
     from orpo_deploy.train.trainer import build_trainer
-    from transformers import AutoTokenizer
 
     cfg = tiny_config(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
