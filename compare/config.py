@@ -10,65 +10,62 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 # train.config's YAML reader, key check and type coercion, so both stages read config files alike.
-from orpo_deploy.train.config import PRECISIONS, ConfigError, TrainConfig, check_keys, coerce_fields, read_yaml
+from orpo_deploy.core.config import check_keys, coerce_fields, option, read_yaml
+from orpo_deploy.train.config import PRECISIONS, ConfigError, TrainConfig
 
 ENGINES = ("vllm", "hf")
 # Save only the end-of-training checkpoint (trl saves at the last step with save_strategy "steps"): equal in all arms.
 NO_INTERMEDIATE_SAVES = 1_000_000
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
-
-
 @dataclass
 class CompareConfig:
     """ORPO against SFT -> DPO and SFT alone, same base model, data, LoRA and budget."""
 
-    model: str = _help("Base model: a bundled name, 'tiny-smollm2' or an HF folder.", default="smollm2-135m-instruct")
-    dataset: str | None = _help(
+    model: str = option("Base model: a bundled name, 'tiny-smollm2' or an HF folder.", default="smollm2-135m-instruct")
+    dataset: str | None = option(
         "Training pairs (JSONL/Parquet/folder). Empty = our committed train split.", default=None
     )
-    pairs: int = _help("The budget: the first N training pairs, the same for every arm.", default=240)
-    epochs: int = _help("Passes over the pairs, per training stage.", default=1)
-    output: str = _help(
+    pairs: int = option("The budget: the first N training pairs, the same for every arm.", default=240)
+    epochs: int = option("Passes over the pairs, per training stage.", default=1)
+    output: str = option(
         "Report folder (report.md, report.json, PNGs, evals, manifest; replaced).", default="runs/compare"
     )
-    work_dir: str | None = _help(
+    work_dir: str | None = option(
         "Scratch folder for the runs and merged models (default OUTPUT.work); wiped at the start of a run.",
         default=None,
     )
     # --- shared training settings (every arm) ---
-    max_length: int = _help("Max tokens of prompt + response.", default=384)
-    max_prompt_length: int = _help("Max prompt tokens (pre-truncation keeps the tail).", default=128)
-    lora_r: int = _help("LoRA rank.", default=16)
-    lora_alpha: int = _help("LoRA alpha.", default=32)
-    lora_dropout: float = _help("LoRA dropout.", default=0.05)
-    lora_target_modules: list[str] | str = _help("'all-linear' or a list of module names.", default="all-linear")
-    batch_size: int = _help("Pairs (or SFT examples) per forward pass.", default=4)
-    grad_accum: int = _help("Gradient accumulation steps.", default=2)
-    warmup_ratio: float = _help("Warm-up share of the steps.", default=0.05)
-    lr_scheduler_type: str = _help("transformers scheduler name.", default="linear")
-    gradient_checkpointing: bool = _help("Recompute activations in backward.", default=False)
-    precision: str = _help("'auto' (bf16 on CUDA, fp32 on CPU), 'fp32' or 'bf16'.", default="auto")
-    seed: int = _help("Seed for LoRA init and data order.", default=42)
-    logging_steps: int = _help("Log a loss-curve point every N steps.", default=2)
+    max_length: int = option("Max tokens of prompt + response.", default=384)
+    max_prompt_length: int = option("Max prompt tokens (pre-truncation keeps the tail).", default=128)
+    lora_r: int = option("LoRA rank.", default=16)
+    lora_alpha: int = option("LoRA alpha.", default=32)
+    lora_dropout: float = option("LoRA dropout.", default=0.05)
+    lora_target_modules: list[str] | str = option("'all-linear' or a list of module names.", default="all-linear")
+    batch_size: int = option("Pairs (or SFT examples) per forward pass.", default=4)
+    grad_accum: int = option("Gradient accumulation steps.", default=2)
+    warmup_ratio: float = option("Warm-up share of the steps.", default=0.05)
+    lr_scheduler_type: str = option("transformers scheduler name.", default="linear")
+    gradient_checkpointing: bool = option("Recompute activations in backward.", default=False)
+    precision: str = option("'auto' (bf16 on CUDA, fp32 on CPU), 'fp32' or 'bf16'.", default="auto")
+    seed: int = option("Seed for LoRA init and data order.", default=42)
+    logging_steps: int = option("Log a loss-curve point every N steps.", default=2)
     # --- per-arm objective settings ---
-    orpo_learning_rate: float = _help("ORPO peak lr (orpo-train's default for LoRA).", default=2e-4)
-    sft_learning_rate: float = _help("SFT peak lr (the same NLL term as ORPO's, so the same lr).", default=2e-4)
-    dpo_learning_rate: float = _help("DPO peak lr (LoRA DPO wants far less than NLL training).", default=5e-5)
-    orpo_beta: float = _help("ORPO's lambda: weight of the odds-ratio term.", default=0.1)
-    dpo_beta: float = _help("DPO's beta: strength of the pull towards the reference.", default=0.1)
+    orpo_learning_rate: float = option("ORPO peak lr (orpo-train's default for LoRA).", default=2e-4)
+    sft_learning_rate: float = option("SFT peak lr (the same NLL term as ORPO's, so the same lr).", default=2e-4)
+    dpo_learning_rate: float = option("DPO peak lr (LoRA DPO wants far less than NLL training).", default=5e-5)
+    orpo_beta: float = option("ORPO's lambda: weight of the odds-ratio term.", default=0.1)
+    dpo_beta: float = option("DPO's beta: strength of the pull towards the reference.", default=0.1)
     # --- evaluation (the same for the base model and every arm) ---
-    eval_limit: int | None = _help("Evaluate an evenly spaced subset of N held-out pairs. Empty = all.", default=64)
-    eval_max_new_tokens: int = _help("Max new tokens per generated answer.", default=256)
-    eval_engine: str = _help("Generation engine: 'vllm' (fast on CPU) or 'hf'.", default="vllm")
-    eval_batch_size: int = _help("Batch size of scoring and HF generation.", default=8)
+    eval_limit: int | None = option("Evaluate an evenly spaced subset of N held-out pairs. Empty = all.", default=64)
+    eval_max_new_tokens: int = option("Max new tokens per generated answer.", default=256)
+    eval_engine: str = option("Generation engine: 'vllm' (fast on CPU) or 'hf'.", default="vllm")
+    eval_batch_size: int = option("Batch size of scoring and HF generation.", default=8)
 
     def __post_init__(self) -> None:
         coerce_fields(self)

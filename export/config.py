@@ -7,9 +7,9 @@ gptqmodel's, and why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, fields
 
+from orpo_deploy.core.config import option
 from orpo_deploy.core.errors import ConfigError, RunFailed, UsageError
 
 METHODS = ("gptq", "awq")
@@ -38,50 +38,46 @@ class ExportFailed(RunFailed):
     """The export ran and failed (quantisation error, quality gate); nothing was published."""
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
-
-
 @dataclass
 class ExportConfig:
     """Quantise a merged HF model folder to 4 bits (GPTQ or AWQ) and publish it only if it keeps its quality."""
 
-    model: str = _help("Merged HF model folder, or 'smollm2-135m-instruct' / 'tiny-smollm2'.", default="")
-    method: str = _help(f"Quantisation method: {' or '.join(METHODS)}.", default="gptq")
-    output: str = _help("Output folder; created atomically, and only if the quality gate passes.", default="")
-    bits: int = _help(f"Weight bits; supported: {SUPPORTED_BITS} (what vLLM serves on CPU).", default=4)
-    group_size: int | None = _help(
+    model: str = option("Merged HF model folder, or 'smollm2-135m-instruct' / 'tiny-smollm2'.", default="")
+    method: str = option(f"Quantisation method: {' or '.join(METHODS)}.", default="gptq")
+    output: str = option("Output folder; created atomically, and only if the quality gate passes.", default="")
+    bits: int = option(f"Weight bits; supported: {SUPPORTED_BITS} (what vLLM serves on CPU).", default=4)
+    group_size: int | None = option(
         f"Weights per quantisation group (-1 = per output channel). Empty = the largest of {AUTO_GROUP_SIZES} that "
         "divides every quantised layer's input width.",
         default=None,
     )
-    calibration_dataset: str | None = _help(
+    calibration_dataset: str | None = option(
         "Preference pairs whose prompt + chosen response, chat-templated, calibrate the quantiser. Empty = our "
         "train split.",
         default=None,
     )
-    calibration_size: int = _help("Number of calibration samples (evenly spaced over the dataset).", default=128)
-    calibration_max_tokens: int = _help("Truncate each calibration sample to this many tokens.", default=1024)
-    min_retention: float = _help(
+    calibration_size: int = option("Number of calibration samples (evenly spaced over the dataset).", default=128)
+    calibration_max_tokens: int = option("Truncate each calibration sample to this many tokens.", default=1024)
+    min_retention: float = option(
         "Fail (exit 1, nothing published) when any quality retention (quantised / full; perplexity inverted) is "
         "below this. 0 = report only.",
         default=DEFAULT_MIN_RETENTION,
     )
-    eval_limit: int = _help(
+    eval_limit: int = option(
         "Held-out pairs for the quality check (evenly spaced over --eval-dataset, dev by default).", default=128
     )
-    eval_max_new_tokens: int = _help("Max new tokens per answer in the instruction-following check.", default=256)
-    eval_dataset: str | None = _help(
+    eval_max_new_tokens: int = option("Max new tokens per answer in the instruction-following check.", default=256)
+    eval_dataset: str | None = option(
         "Held-out pairs for the quality gate: a file/folder, or 'dev' / 'test'. Empty = our dev split (a gate is a "
         "choice, and choices are made on dev; test is report-only).",
         default=None,
     )
-    quality_engine: str = _help(
+    quality_engine: str = option(
         "Generation engine of the instruction-following check: vllm, hf, or auto (vllm where it can serve 4-bit "
         "weights on this host, else hf for both models).",
         default="auto",
     )
-    overwrite: bool = _help("Replace an existing output folder.", default=False)
+    overwrite: bool = option("Replace an existing output folder.", default=False)
 
     def __post_init__(self) -> None:
         if not self.model:

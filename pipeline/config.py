@@ -1,4 +1,5 @@
-"""The one typed config of the pipeline: defaults < YAML (``--config``) < ``--quick`` < ``--set stage.key=value``.
+"""The pipeline's typed config: defaults < YAML (``--config``) < ``--quick`` < ``--set stage.key=value``, built and
+coerced by the engine every command shares (core/config.py).
 
 One dataclass per stage budget, nested in ``PipelineConfig``. A YAML file may carry a ``quick:`` mapping of the
 same keys: ``--quick`` applies it on top (a first look in a few minutes, written to its own run folder).
@@ -7,17 +8,14 @@ same keys: ``--quick`` applies it on top (a first look in a few minutes, written
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from orpo_deploy.core.config import build, merge, nest, read_yaml
+from orpo_deploy.core.config import parse_set as parse_set  # the CLI's --set, re-exported
 from orpo_deploy.core.errors import ConfigError
 from orpo_deploy.core.resources import config_path
 
@@ -194,98 +192,12 @@ def load_config(
     values: dict[str, Any] = {}
     quick_values: dict[str, Any] = {}
     if path is not None:
-        values = _read_yaml(Path(path))
+        values = read_yaml(Path(path))
         quick_values = values.pop("quick", None) or {}
     if quick:
         if path is not None and not quick_values:
             raise ConfigError(f"--quick: {path} has no 'quick:' section")
-        _merge(values, quick_values)
+        merge(values, quick_values)
     for dotted, value in (overrides or {}).items():
-        _merge(values, _nest(dotted, value))
-    return build(PipelineConfig, values, "")
-
-
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["train.max_steps=5", "name=x"]`` -> ``{"train.max_steps": 5, "name": "x"}`` (values read as YAML)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.max_steps=5), got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    return out
-
-
-def build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
-    """``cls(**values)`` with nested dataclasses built recursively and unknown keys named with a suggestion."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise ConfigError(f"unknown config key {prefix}{key!r}{hint}")
-        hint_type = hints[key]
-        if dataclasses.is_dataclass(hint_type):
-            value = build(hint_type, value or {}, f"{prefix}{key}.")
-        else:
-            value = _check_type(f"{prefix}{key}", hint_type, value)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
-
-
-def _check_type(name: str, hint: Any, value: Any) -> Any:
-    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
-    if value is None:
-        if type(None) in allowed:
-            return None
-        raise ConfigError(f"{name} must not be empty")
-    base = [a for a in allowed if a is not type(None)] or [hint]
-    origin = typing.get_origin(base[0]) or base[0]
-    if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if origin is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if origin in (str, dict, bool) and isinstance(value, origin):
-        return value
-    raise ConfigError(f"{name}: expected {getattr(origin, '__name__', origin)}, got {value!r}")
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    path = config_path(path)  # or the packaged configs/ file of that name
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys")
-    return data
-
-
-def _nest(dotted: str, value: Any) -> dict[str, Any]:
-    out: Any = value
-    for part in reversed(dotted.split(".")):
-        out = {part: out}
-    return out
-
-
-def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-    """Deep-merge ``new`` into ``into``: nested mappings merge, everything else replaces."""
-    for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), Mapping):
-            merged = dict(into[key])
-            _merge(merged, value)
-            into[key] = merged
-        else:
-            into[key] = value
+        merge(values, nest(dotted, value))
+    return build(PipelineConfig, values)

@@ -7,19 +7,17 @@ fail later or train silently wrong. ``DIFFERS_FROM_TRL`` lists our defaults that
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from orpo_deploy.core import config as engine
+from orpo_deploy.core.config import coerce_fields, option
+from orpo_deploy.core.config import parse_value as parse_value
+from orpo_deploy.core.config import read_yaml as read_yaml
 from orpo_deploy.core.errors import ConfigError
-from orpo_deploy.core.resources import config_path
 
 ENV_PREFIX = "ORPO_TRAIN_"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -37,131 +35,127 @@ MIN_RESPONSE_TOKENS = 16
 EVAL_SPLITS = ("dev", "test")
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
-
-
 @dataclass
 class TrainConfig:
     """ORPO + LoRA training of a causal LM on preference pairs, merged into a servable HF folder."""
 
     # --- inputs ---
-    model: str | None = _help(
+    model: str | None = option(
         "Base model: 'smollm2-135m-instruct' (bundled; the default when empty), 'tiny-smollm2' (random, for tests), "
         "a local HF folder, or a hub id (online only).",
         default=None,
     )
-    dataset: str | None = _help(
+    dataset: str | None = option(
         "Preference pairs: a JSONL/Parquet file or a save_to_disk folder with prompt/chosen/rejected (standard or "
         "conversational). Empty = our committed train split.",
         default=None,
     )
-    eval_dataset: str | None = _help(
+    eval_dataset: str | None = option(
         "Pairs to evaluate on every eval_steps: a file/folder like `dataset`, or 'dev' / 'test' for our committed "
         "splits (dev is for choosing steps and checkpoints; test is report-only). Empty = no evaluation.",
         default=None,
     )
-    max_pairs: int | None = _help("Use only the first N training pairs (quick runs). Empty = all.", default=None)
-    eval_max_pairs: int | None = _help("Evaluate on at most N pairs (eval is slow on CPU).", default=64)
-    chat_template: bool = _help(
+    max_pairs: int | None = option("Use only the first N training pairs (quick runs). Empty = all.", default=None)
+    eval_max_pairs: int | None = option("Evaluate on at most N pairs (eval is slow on CPU).", default=64)
+    chat_template: bool = option(
         "Render plain-string prompts/responses with the tokenizer's chat template (one user turn, one assistant "
         "turn), so training sees what the server sends. Conversational pairs always use it.",
         default=True,
     )
-    output_dir: str = _help(
+    output_dir: str = option(
         "Output folder: OUTPUT/run (checkpoints, metrics.jsonl, plots, adapter) and OUTPUT/merged (the servable "
         "model).",
         default="runs/orpo-smollm2",
     )
     # --- objective ---
-    beta: float = _help("ORPO's λ (trl calls it beta): weight of the odds-ratio term. 0 = plain SFT.", default=0.1)
-    orpo_forward: str = _help(
+    beta: float = option("ORPO's λ (trl calls it beta): weight of the odds-ratio term. 0 = plain SFT.", default=0.1)
+    orpo_forward: str = option(
         "'lean': ORPO's log-probs from the final hidden states, logit_chunk_size tokens at a time, never holding "
         "the [2 x batch, length, vocab] logits (same loss, metrics and gradients as trl's forward, tested), with LoRA "
         "dropout fused into lora_A (train/lora_dropout.py: cheaper masks, no dropped copies kept); 'trl': trl's stock "
         "forward and peft's dropout. FSDP / DeepSpeed ZeRO-3 runs always use trl's forward.",
         default="lean",
     )
-    logit_chunk_size: int = _help(
+    logit_chunk_size: int = option(
         "Tokens per chunk of the lean forward; its largest temporary is chunk x vocab fp32 (512 x 49152: 100 MB).",
         default=512,
     )
     # --- sequence lengths ---
-    max_length: int = _help("Max tokens of prompt + response (each of chosen and rejected).", default=512)
-    max_prompt_length: int = _help(
+    max_length: int = option("Max tokens of prompt + response (each of chosen and rejected).", default=512)
+    max_prompt_length: int = option(
         "Max prompt tokens; longer prompts keep their tail (the question and the assistant header).", default=256
     )
-    drop_truncated: bool = _help(
+    drop_truncated: bool = option(
         "Drop pairs whose chosen or rejected response does not fit, instead of truncating it (trl appends EOS to a "
         "truncated response, which teaches the model to stop mid-sentence).",
         default=False,
     )
     # --- LoRA ---
-    lora_r: int = _help("LoRA rank.", default=16)
-    lora_alpha: int = _help("LoRA alpha (scale = alpha / r).", default=32)
-    lora_dropout: float = _help("Dropout on the LoRA branch.", default=0.05)
-    lora_target_modules: list[str] | str = _help(
+    lora_r: int = option("LoRA rank.", default=16)
+    lora_alpha: int = option("LoRA alpha (scale = alpha / r).", default=32)
+    lora_dropout: float = option("Dropout on the LoRA branch.", default=0.05)
+    lora_target_modules: list[str] | str = option(
         "Modules that get LoRA: 'all-linear' (every linear layer but the LM head) or a list of names such as "
         "[q_proj, v_proj].",
         default="all-linear",
     )
-    disable_dropout: bool = _help(
+    disable_dropout: bool = option(
         "trl's switch that sets every dropout to 0, LoRA's included. Off: lora_dropout applies (Llama-family "
         "configs have attention_dropout 0 anyway). Turning it on requires lora_dropout: 0.",
         default=False,
     )
     # --- optimisation ---
-    learning_rate: float = _help("Peak AdamW learning rate (LoRA wants ~1e-4..5e-4).", default=2e-4)
-    warmup_ratio: float = _help("Fraction of the steps spent warming the learning rate up from 0.", default=0.05)
-    lr_scheduler_type: str = _help("transformers scheduler name: linear, cosine, constant, ...", default="linear")
-    num_train_epochs: float = _help("Epochs over the training pairs (ignored when max_steps > 0).", default=1.0)
-    max_steps: int = _help("Optimizer steps to run; -1 = use num_train_epochs.", default=-1)
-    batch_size: int = _help("Pairs per process per forward pass (each pair = 2 sequences).", default=8)
-    grad_accum: int = _help(
+    learning_rate: float = option("Peak AdamW learning rate (LoRA wants ~1e-4..5e-4).", default=2e-4)
+    warmup_ratio: float = option("Fraction of the steps spent warming the learning rate up from 0.", default=0.05)
+    lr_scheduler_type: str = option("transformers scheduler name: linear, cosine, constant, ...", default="linear")
+    num_train_epochs: float = option("Epochs over the training pairs (ignored when max_steps > 0).", default=1.0)
+    max_steps: int = option("Optimizer steps to run; -1 = use num_train_epochs.", default=-1)
+    batch_size: int = option("Pairs per process per forward pass (each pair = 2 sequences).", default=8)
+    grad_accum: int = option(
         "Gradient accumulation steps (effective batch = batch_size x grad_accum x processes).", default=1
     )
-    gradient_checkpointing: bool = _help(
+    gradient_checkpointing: bool = option(
         "Recompute activations in backward. With the lean forward on SmolLM2 (2 cores, batch 1-4 x 256) full "
         "checkpointing peaked at 0.22-0.62x the RSS of trl's stock ORPO at 0.78-1.25x its tokens/s, 'selective' at "
         "0.40-0.71x and 0.92-1.53x (README, 'Memory settings'); off, lean alone ran 1.16-1.72x at 0.57-0.81x.",
         default=False,
     )
-    checkpoint_policy: str = _help(
+    checkpoint_policy: str = option(
         "With gradient_checkpointing, what backward recomputes: 'full' = each decoder layer (transformers' way), "
         "'selective' = only the cheap ops (norms, activations, dropout, RoPE, LoRA's rank-r up-projection), keeping "
         "the large matmuls' and attention's outputs (train/checkpointing.py).",
         default="full",
     )
-    precision: str = _help(
+    precision: str = option(
         f"'fp32', 'bf16' (autocast, fp32 master weights) or 'auto' (bf16 on CUDA, {CPU_AUTO_PRECISION} on CPU, "
         "measured).",
         default="auto",
     )
-    seed: int = _help("Seed for LoRA init, data order and dropout.", default=42)
+    seed: int = option("Seed for LoRA init, data order and dropout.", default=42)
     # --- bookkeeping ---
-    logging_steps: int = _help("Log metrics (metrics.jsonl, progress bar) every N steps.", default=5)
-    report_to: str = _help(
+    logging_steps: int = option("Log metrics (metrics.jsonl, progress bar) every N steps.", default=5)
+    report_to: str = option(
         "Also send the logged metrics to a tracker: none, tensorboard, mlflow, wandb or trackio (its package must be "
         "installed; metrics.jsonl is written either way).",
         default="none",
     )
-    save_steps: int = _help("Save a resumable checkpoint every N steps.", default=50)
-    save_total_limit: int = _help("Keep the N newest checkpoints.", default=3)
-    eval_steps: int = _help("Evaluate every N steps (when eval_dataset is set).", default=50)
-    eval_generate: int = _help(
+    save_steps: int = option("Save a resumable checkpoint every N steps.", default=50)
+    save_total_limit: int = option("Keep the N newest checkpoints.", default=3)
+    eval_steps: int = option("Evaluate every N steps (when eval_dataset is set).", default=50)
+    eval_generate: int = option(
         "At every evaluation also answer N eval prompts greedily and score them with our verifiers (train/dev_eval.py;"
         " logs eval_if_mean, eval_if_prompt_strict, eval_answer_tokens, eval_answer_hit_limit). Needs eval rows with "
         "constraints (the dev split). 0 = off.",
         default=0,
     )
-    eval_max_new_tokens: int = _help("Token limit of those answers.", default=256)
-    best_metric: str | None = _help(
+    eval_max_new_tokens: int = option("Token limit of those answers.", default=256)
+    best_metric: str | None = option(
         "Keep the checkpoint with the best value of this eval metric and merge it instead of the last step: "
         "'if_mean' (dev instruction following, needs eval_generate), 'loss', 'rewards/accuracies', ... Lower is "
         "better for names ending in 'loss'. save_steps must be a multiple of eval_steps. Empty = the last step.",
         default=None,
     )
-    early_stopping_patience: int = _help(
+    early_stopping_patience: int = option(
         "Stop after N evaluations in a row without a better best_metric. 0 = run every step.", default=0
     )
 
@@ -293,87 +287,10 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
+def check_keys(values: Mapping[str, Any], source: str, names: list[str] | None = None) -> None:
+    """Refuse keys that are not TrainConfig's fields (or ``names``), suggesting the closest one."""
+    engine.check_keys(values, source, field_names() if names is None else names)
+
+
 def field_help() -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
-
-
-def parse_value(text: str) -> Any:
-    """A command-line or environment string as YAML (so '1e-4', 'true', '[q_proj, v_proj]' and '' work)."""
-    if text.strip() == "":
-        return None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def check_keys(values: Mapping[str, Any], source: str, names: list[str] | None = None) -> None:
-    """Refuse keys that are not config fields (``names``, default TrainConfig's), suggesting the closest one."""
-    names = field_names() if names is None else names
-    for key in values:
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    path = config_path(path)  # or the packaged configs/ file of that name
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    return data
-
-
-def coerce_fields(cfg: Any) -> None:
-    """Check each value of a config dataclass against its annotation, converting the lossless cases (int -> float,
-    '1e-4' -> float)."""
-    hints = typing.get_type_hints(type(cfg))
-    for f in dataclasses.fields(cfg):
-        setattr(cfg, f.name, _coerce(f.name, hints[f.name], getattr(cfg, f.name)))
-
-
-def _coerce(name: str, hint: Any, value: Any) -> Any:
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(name, arg, value)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[-1]
-    if typing.get_origin(hint) is list:
-        if isinstance(value, list | tuple):
-            return [_coerce(name, args[0], v) for v in value]
-        raise ConfigError(f"{name}: expected a list, got {value!r}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
-    if hint in (int, float):
-        if isinstance(value, str):  # YAML 1.1 reads '3e-4' (no dot) as a string
-            try:
-                value = hint(value)
-            except ValueError:
-                pass
-        ok = isinstance(value, int) if hint is int else isinstance(value, int | float)
-        if ok and not isinstance(value, bool):
-            return hint(value)
-        raise ConfigError(f"{name}: expected {'an integer' if hint is int else 'a number'}, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{name}: expected a string, got {value!r}")
-    return value

@@ -23,11 +23,17 @@ def test_overrides_reach_nested_keys_and_keep_siblings():
     assert cfg.loadtest.slos["ttft_p95_ms"] == 100 and "error_rate" in cfg.loadtest.slos
 
 
+def test_numbers_are_read_as_every_command_reads_them():
+    # YAML 1.1 reads '9e-1' (no dot) as a string: the shared engine (core/config.py) reads it as orpo-train does
+    cfg = load_config(CPU_CONFIG, overrides=parse_set(["export.min_retention=9e-1", "serve.grace_seconds=5"]))
+    assert cfg.export.min_retention == 0.9 and isinstance(cfg.serve.grace_seconds, float)
+
+
 @pytest.mark.parametrize(
     "item, match",
     [
         ("eval.limt=4", "did you mean eval.limit"),
-        ("eval.limit=zero", "eval.limit: expected int"),
+        ("eval.limit=zero", "eval.limit: expected an integer"),
         ("serve.serve=awq", "serve.serve must be one of"),
         ("train.config=nope.yaml", "train.config not found"),
         ("limit", "--set expects KEY=VALUE"),
