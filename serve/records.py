@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -156,6 +157,10 @@ class RecordStore:
         self.queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self.on_drop = on_drop or (lambda: None)
         self.written = 0
+        # completion ids queued but not yet committed: feedback that arrives within the writer's linger waits for
+        # its record (wait_written) instead of getting a 404
+        self._pending: Counter[str] = Counter()
+        self._committed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="record-writer", daemon=True)
         self._thread.start()
@@ -165,10 +170,13 @@ class RecordStore:
 
     def submit(self, record: dict[str, Any]) -> bool:
         """Queue one completion record; False (and counted) when the queue is full."""
+        with self._committed:
+            self._pending[record["completion_id"]] += 1
         try:
             self.queue.put_nowait(record)
             return True
         except queue.Full:
+            self._settle([record])
             self.on_drop()
             return False
 
@@ -210,11 +218,26 @@ class RecordStore:
                     logger.error("record store write failed (%d records dropped): %s", len(batch), exc)
                     for _ in batch:
                         self.on_drop()
+                self._settle(batch)
                 for _ in batch:  # written or dropped: flush() waits on this count
                     self.queue.task_done()
             retention = self.settings.retention_days is not None or self.settings.retention_count is not None
             if retention and time.monotonic() - self._last_prune > 60:
                 self._prune()
+
+    def _settle(self, records: list[dict[str, Any]]) -> None:
+        """These records are committed (or dropped): wake whoever waits for them."""
+        with self._committed:
+            for r in records:
+                self._pending[r["completion_id"]] -= 1
+                if self._pending[r["completion_id"]] <= 0:
+                    del self._pending[r["completion_id"]]
+            self._committed.notify_all()
+
+    def wait_written(self, completion_id: str, timeout: float = 5.0) -> None:
+        """Block until no record of ``completion_id`` is waiting in the queue (at most ``timeout`` seconds)."""
+        with self._committed:
+            self._committed.wait_for(lambda: completion_id not in self._pending, timeout=timeout)
 
     def _prune(self) -> None:
         self._last_prune = time.monotonic()

@@ -37,6 +37,8 @@ async def post_feedback(body: FeedbackRequest, request: Request) -> Response:
         message = "give exactly one of rating, preferred, choice (or rating with the choice it rates)"
         raise InvalidRequest(message, param="rating" if not given else given[1])
     key_hash = api_key_hash_var.get()
+    # a completion rated at once may still be in the writer's queue: wait for its commit, then look
+    await asyncio.to_thread(store.wait_written, body.completion_id)
     found = await asyncio.to_thread(store.find, body.completion_id, key_hash)
     if found is None:
         raise CompletionNotFound(f"no recorded completion {body.completion_id!r} for this key", param="completion_id")

@@ -52,6 +52,16 @@ async def test_completions_are_recorded_with_what_the_client_got(tmp_path):
 
 
 @pytest.mark.anyio
+async def test_feedback_sent_at_once_waits_for_its_record_instead_of_a_404(tmp_path):
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    async with serving(record=url) as (app, client, _):
+        completion = (await client.post(CHAT, json=chat_body())).json()["id"]
+        # no flush: the writer lingers 0.5 s before committing, so the record is most likely still queued
+        r = await client.post("/v1/feedback", json={"completion_id": completion, "rating": "up"})
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.anyio
 async def test_feedback_api_and_its_envelopes(tmp_path):
     url = f"sqlite:///{tmp_path / 'records.db'}"
     async with serving(record=url) as (app, client, _):
