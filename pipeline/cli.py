@@ -199,6 +199,12 @@ def run_pipeline(cfg: PipelineConfig, facts: dict[str, Any], config_path: Any, r
             server.stop(cfg.serve.grace_seconds)
     total = time.perf_counter() - started
     print(f"orpo-pipeline: done in {total:.0f} s; report: {run_dir / 'report' / 'report.md'}")
+    if cfg.loadtest.sweep:  # capacity at SLO: failed only when even the lowest rate missed
+        sweep = json.loads((run_dir / LOADTEST / "sweep.json").read_text())
+        if sweep.get("capacity_rps") is None:
+            print("orpo-pipeline: error: the lowest load-test rate missed its SLOs; see the report", file=sys.stderr)
+            return EXIT_FAILED
+        return 0
     summary = json.loads((run_dir / LOADTEST / "summary.json").read_text())
     if not summary.get("passed", False):
         failed = [s["key"] for s in summary.get("slos", []) if not s.get("ok")]

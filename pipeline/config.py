@@ -119,6 +119,11 @@ class LoadtestBudget:
     max_tokens: int = 64
     slos: dict[str, float] = field(default_factory=lambda: {"error_rate": 0.0, "min_requests": 8})
     """orpo-loadtest --slo KEY=VALUE pairs."""
+    sweep: list[float] | None = None
+    """Capacity at SLO instead of closed-loop users: open-loop Poisson runs at these rates (req/s), upwards, each for
+    run_time, until one misses an SLO (orpo-loadtest --sweep); the report gives the largest rate that met them."""
+    request_slos: dict[str, float] = field(default_factory=dict)
+    """Per-request bounds that define goodput (orpo-loadtest --request-slo), e.g. {ttft_ms: 2000, tpot_ms: 500}."""
 
 
 @dataclass
@@ -169,6 +174,8 @@ class PipelineConfig:
             raise ConfigError(f"serve.serve must be one of {', '.join(SERVE_CHOICES)}, got {self.serve.serve!r}")
         if self.serve.eval_concurrency < 1:
             raise ConfigError(f"serve.eval_concurrency must be >= 1, got {self.serve.eval_concurrency}")
+        if self.loadtest.sweep is not None and (not self.loadtest.sweep or min(self.loadtest.sweep) <= 0):
+            raise ConfigError(f"loadtest.sweep must list rates > 0, got {self.loadtest.sweep}")
         if self.loadtest.users < 1:
             raise ConfigError(f"loadtest.users must be >= 1, got {self.loadtest.users}")
         if not self.train_config_path().is_file():

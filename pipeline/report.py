@@ -95,7 +95,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
         },
         "serve": {**(read_json(serve / "serve.json") or {}), **(read_json(serve / "stop.json") or {})},
         "loadtest": {"run": loadtest.get("run"), "summary": loadtest.get("summary"), "slos": loadtest.get("slos"),
-                     "passed": loadtest.get("passed")},
+                     "passed": loadtest.get("passed"), "sweep": read_json(run_dir / "loadtest" / "sweep.json")},
         "stages": stages,
         "elapsed_s": run.get("elapsed_s"),
     }  # fmt: skip
@@ -187,8 +187,6 @@ def to_markdown(report: dict[str, Any], charts: dict[str, str]) -> str:
     if "sizes" in charts:
         lines += ["", f"![sizes]({charts['sizes']})"]
     serve, lt = report["serve"], report["loadtest"]
-    s = lt.get("summary") or {}
-    run = lt.get("run") or {}
     lines += [
         "",
         "## Serving",
@@ -197,6 +195,34 @@ def to_markdown(report: dict[str, Any], charts: dict[str, str]) -> str:
         f"Ready in {fmt(serve.get('ready_s'), 1)} s, one warm-up request {fmt(serve.get('warm_up_s'), 1)} s; "
         f"stopped (SIGTERM, drain) in {fmt(serve.get('stop_s'), 1)} s, "
         f"exit {fmt(serve.get('exit_code'))}.",
+    ]
+    if lt.get("sweep"):
+        lines += capacity_lines(lt["sweep"])
+        if "capacity" in charts:
+            lines += [f"![capacity at SLO]({charts['capacity']})", ""]
+    else:
+        lines += closed_loop_lines(lt, charts)
+    lines += [
+        "## Stages",
+        "",
+        "Wall time of the run that produced each output; the last column: ran, or skipped (up to date), in the "
+        "run that wrote this report.",
+        "",
+        "| stage | wall time (s) | finished | in this run |",
+        "|---|---|---|---|",
+    ]
+    for st in report["stages"]:
+        lines.append(f"| {st['stage']} | {fmt(st['wall_s'], 1)} | {fmt(st['finished_at'])} | {fmt(st['this_run'])} |")
+    if "stages" in charts:
+        lines += ["", f"![stage times]({charts['stages']})"]
+    return "\n".join(lines) + "\n"
+
+
+def closed_loop_lines(lt: dict[str, Any], charts: dict[str, str]) -> list[str]:
+    """The load test as closed-loop users: throughput, latency percentiles, the SLO verdicts."""
+    s = lt.get("summary") or {}
+    run = lt.get("run") or {}
+    lines = [
         "",
         f"Load test: {fmt(run.get('users'))} users for {fmt(run.get('run_time_s'))} s, max_tokens "
         f"{fmt(run.get('max_tokens'))}, Locust on the same host.",
@@ -214,20 +240,30 @@ def to_markdown(report: dict[str, Any], charts: dict[str, str]) -> str:
     lines += ["", f"SLOs: {slos or '-'}; passed: {fmt(lt.get('passed'))}.", ""]
     if "loadtest" in charts:
         lines += [f"![load test]({charts['loadtest']})", ""]
-    lines += [
-        "## Stages",
+    return lines
+
+
+def capacity_lines(sweep: dict[str, Any]) -> list[str]:
+    """The load test as capacity at SLO (loadtest.sweep): the largest open-loop rate that met every SLO."""
+    cap = sweep.get("capacity_rps")
+    capacity = f"{cap:g} req/s" if cap is not None else "none (the lowest rate missed)"
+    lines = [
         "",
-        "Wall time of the run that produced each output; the last column: ran, or skipped (up to date), in the "
-        "run that wrote this report.",
+        f"Load test: capacity at SLO **{capacity}** "
+        f"(open-loop Poisson arrivals, rates upwards until one missed; SLOs {sweep.get('slos')}, per request "
+        f"{sweep.get('request_slos') or 'none'}), Locust on the same host.",
         "",
-        "| stage | wall time (s) | finished | in this run |",
-        "|---|---|---|---|",
+        "| rate (req/s) | sent | goodput ratio | goodput req/s | output tok/s | TTFT p50 / p95 ms | met |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for st in report["stages"]:
-        lines.append(f"| {st['stage']} | {fmt(st['wall_s'], 1)} | {fmt(st['finished_at'])} | {fmt(st['this_run'])} |")
-    if "stages" in charts:
-        lines += ["", f"![stage times]({charts['stages']})"]
-    return "\n".join(lines) + "\n"
+    for r in sweep.get("rates") or []:
+        met = "yes" if r["passed"] else "no: " + ", ".join(r.get("failed_slos") or ["error"])
+        lines.append(
+            f"| {r['rate']:g} | {fmt(r.get('sent_rps'), 2)} | {fmt(r.get('goodput_ratio'), 2)} | "
+            f"{fmt(r.get('goodput_rps'), 2)} | {fmt(r.get('output_tokens_per_s'), 1)} | "
+            f"{fmt(r.get('ttft_p50_ms'), 0)} / {fmt(r.get('ttft_p95_ms'), 0)} | {met} |"
+        )
+    return lines + [""]
 
 
 def draw(report: dict[str, Any], run_dir: Path, out: Path) -> dict[str, str]:
@@ -236,6 +272,7 @@ def draw(report: dict[str, Any], run_dir: Path, out: Path) -> dict[str, str]:
     for name, source in (
         ("training", run_dir / "train" / "run" / "plots" / "metrics.png"),
         ("loadtest", run_dir / "loadtest" / "loadtest.png"),
+        ("capacity", run_dir / "loadtest" / "capacity.png"),
     ):
         if source.is_file():
             shutil.copyfile(source, out / f"{name}.png")

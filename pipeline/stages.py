@@ -79,7 +79,7 @@ def output_dir(cfg: PipelineConfig, stage: str) -> Path:
 
 
 def output_fingerprint(cfg: PipelineConfig, stage: str) -> str:
-    return fingerprint(output_dir(cfg, stage) / manifest_of(stage))
+    return fingerprint(output_dir(cfg, stage) / manifest_of(stage, cfg))
 
 
 def model_fingerprint(model_dir: Path) -> str:
@@ -123,8 +123,11 @@ def stages(cfg: PipelineConfig) -> tuple[str, ...]:
     return (*rounds, *rest)
 
 
-def manifest_of(stage: str) -> str:
-    """The file that fingerprints a stage's output (round stages share their stage's)."""
+def manifest_of(stage: str, cfg: PipelineConfig | None = None) -> str:
+    """The file that fingerprints a stage's output (round stages share their stage's; a load test that sweeps rates
+    writes sweep.json)."""
+    if stage == LOADTEST and cfg is not None and cfg.loadtest.sweep:
+        return "sweep.json"
     return MANIFESTS.get(stage) or MANIFESTS[stage.rsplit("-", 1)[0]]
 
 
@@ -312,14 +315,21 @@ def plan_loadtest(cfg: PipelineConfig, url: str | None, api_key: str | None) -> 
         "--output",
         str(staging),
     ]
-    argv += ["--users", str(lt.users), "--spawn-rate", str(lt.users), "--run-time", lt.run_time]
-    argv += ["--max-tokens", str(lt.max_tokens), "--stop-timeout", "30"]
+    if lt.sweep:  # capacity at SLO: open-loop rates upwards
+        argv += ["--sweep", ",".join(f"{r:g}" for r in lt.sweep), "--seed", "0"]
+    else:
+        argv += ["--users", str(lt.users), "--spawn-rate", str(lt.users)]
+    argv += ["--run-time", lt.run_time, "--max-tokens", str(lt.max_tokens), "--stop-timeout", "30"]
     argv += [arg for k, v in lt.slos.items() for arg in ("--slo", f"{k}={v}")]
+    argv += [arg for k, v in lt.request_slos.items() for arg in ("--request-slo", f"{k}={v:g}")]
+    settings = {"users": lt.users, "run_time": lt.run_time, "max_tokens": lt.max_tokens, "slos": lt.slos}
+    if lt.sweep:
+        settings |= {"sweep": lt.sweep, "request_slos": lt.request_slos}
     return StagePlan(
         name=LOADTEST,
         output=out,
-        manifest=MANIFESTS[LOADTEST],
-        settings={"users": lt.users, "run_time": lt.run_time, "max_tokens": lt.max_tokens, "slos": lt.slos},
+        manifest=manifest_of(LOADTEST, cfg),
+        settings=settings,
         inputs={"server": output_fingerprint(cfg, SERVE)},
         command=argv,
         env={**stage_env(), "ORPO_LOADTEST_API_KEY": api_key or ""},
