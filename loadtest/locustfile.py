@@ -200,8 +200,9 @@ class ChatUser(_ChatClient):
 
 class OpenLoopUser(_ChatClient):
     """The open loop (run exactly one): streamed requests at the drawn send times, each in its own greenlet, so a
-    slow server meets the same arrivals as a fast one and its queue shows. Stops after --max-requests (when set)
-    once those have finished; --run-time bounds it either way."""
+    slow server meets the same arrivals as a fast one and its queue shows. Sends --max-requests (when set), else
+    what falls within --run-time, then lets those finish (--stop-timeout) and ends: a request is never cut because
+    the sending window closed, so it never counts against goodput for that."""
 
     concurrency = 1024  # requests the HTTP session may have open at once
 
@@ -210,7 +211,9 @@ class OpenLoopUser(_ChatClient):
         options = self.environment.parsed_options
         times = send_times(options.request_rate, options.burstiness, options.arrival_seed)
         if options.max_requests:
-            times = itertools.islice(times, options.max_requests)  # else --run-time ends the run
+            times = itertools.islice(times, options.max_requests)
+        elif options.run_time:  # seconds (Locust parses -t): stop sending when the window closes
+            times = itertools.takewhile(lambda at: at < options.run_time, times)
         started, running = time.monotonic(), []
         for at in times:
             gevent.sleep(max(0.0, started + at - time.monotonic()))

@@ -82,6 +82,21 @@ def test_open_loop_run_sends_at_the_asked_rate_and_counts_goodput(tmp_path):
     assert failing == 1
 
 
+def test_a_time_bounded_open_loop_stops_sending_at_the_run_time_and_lets_requests_finish(tmp_path):
+    """No --max-requests: 3 s at 10 req/s against answers that take ~0.5 s. Sending stops when the 3 s are up and
+    the requests then in flight finish (they once kept being sent through --stop-timeout and were cut at its end,
+    counted as failed in goodput)."""
+    with FakeOpenAI(tokens=10, delay_s=0.05) as server:
+        argv = ["--host", server.url, "--request-rate", "10", "--run-time", "3s", "--stop-timeout", "20",
+                "--seed", "3", "--output", str(tmp_path)]  # fmt: skip
+        code = main(argv)
+    records = [json.loads(line) for line in (tmp_path / "locust_requests.jsonl").read_text().splitlines()]
+    planned = [t for t in schedule(10.0, 100, seed=3) if t < 3.0]
+    assert code == 0 and len(records) == len(planned) and all(r["ok"] for r in records), records[-3:]
+    starts = sorted(r["start"] for r in records)
+    assert starts[-1] - starts[0] < 3.0
+
+
 def test_a_sweep_stops_where_the_server_saturates(tmp_path):
     """One slot, 8 tokens x 10 ms = ~80 ms per request: ~12 req/s at most. At 4 req/s TTFT stays low; at 40 req/s
     the queue grows and TTFT p95 passes its bound: the sweep stops there and reports 4 (never trying 80)."""
