@@ -81,15 +81,20 @@ def start_server(
             argv, cwd=cwd, env=environ, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     deadline = started + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerError(f"{Path(argv[0]).name} {' '.join(argv[1:3])} exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(url + ready_path, timeout=5).status_code == 200:
-                return RunningServer(proc, url, log, time.monotonic() - started)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)  # poll interval: the loop ends on readiness, exit or the deadline
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                name = f"{Path(argv[0]).name} {' '.join(argv[1:3])}"
+                raise ServerError(f"{name} exited with {proc.returncode}; see {log}")
+            try:
+                if httpx.get(url + ready_path, timeout=5).status_code == 200:
+                    return RunningServer(proc, url, log, time.monotonic() - started)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)  # poll interval: the loop ends on readiness, exit or the deadline
+    except BaseException:  # Ctrl-C / SIGTERM while it starts: the caller has no handle to stop it with
+        stop_server(proc, grace_s=10)
+        raise
     stop_server(proc)
     raise ServerError(f"server not ready after {timeout_s:.0f} s; see {log}")
 
