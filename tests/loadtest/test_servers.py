@@ -1,6 +1,9 @@
 """The one server launcher: a server interrupted while it starts is stopped, not left running."""
 
+import subprocess
 import sys
+import time
+import types
 
 import pytest
 
@@ -12,10 +15,16 @@ def test_an_interrupt_while_the_server_starts_stops_it(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     started = []
-    popen = servers.subprocess.Popen
-    monkeypatch.setattr(servers.subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
-    monkeypatch.setattr(servers.time, "sleep", interrupted)
+
+    def popen(*args, **kwargs):
+        started.append(subprocess.Popen(*args, **kwargs))
+        return started[-1]
+
+    # only the launcher's own view of time and subprocess changes: other threads keep the real modules
+    monkeypatch.setattr(servers, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=interrupted))
+    fake = types.SimpleNamespace(Popen=popen, STDOUT=subprocess.STDOUT, TimeoutExpired=subprocess.TimeoutExpired)
+    monkeypatch.setattr(servers, "subprocess", fake)
     never_ready = [sys.executable, "-c", "import time; time.sleep(600)"]
     with pytest.raises(KeyboardInterrupt):
         servers.start_server(never_ready, "http://127.0.0.1:1", tmp_path / "server.log", timeout_s=60)
-    assert started and started[0].poll() is not None  # stopped, not orphaned
+    assert len(started) == 1 and started[0].poll() is not None  # stopped, not orphaned
