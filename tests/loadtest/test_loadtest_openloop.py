@@ -76,7 +76,7 @@ def test_open_loop_run_sends_at_the_asked_rate_and_counts_goodput(tmp_path):
     planned = schedule(20.0, 40, seed=7)
     planned_gaps = [b - a for a, b in zip(planned, planned[1:], strict=False)]
     # sent when planned (gevent timing adds ms, not the server's 300 ms): the open loop does not wait for answers
-    assert max(abs(a - b) for a, b in zip(gaps, planned_gaps, strict=True)) < 0.05
+    assert max(abs(a - b) for a, b in zip(gaps, planned_gaps, strict=True)) < 0.1  # loaded 2-core hosts: ~50 ms
     assert report["run"]["request_rate"] == 20.0
     failing = main(["--from-results", str(tmp_path), "--request-slo", "ttft_ms=150", "--slo", "goodput_ratio=0.9"])
     assert failing == 1
