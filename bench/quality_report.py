@@ -129,6 +129,25 @@ class Report:
             )
         return lines
 
+    def dev(self) -> list[str]:
+        """Our dev split (where choices are made), when the run has dev-SUFFIX folders."""
+        results, first, heads, header = self.section("dev", ["figure"])
+        if not results:
+            return []
+        floor = first["constant_baseline"]
+        lines = ["", "## Our dev split (where choices are made)", "", *header]
+        diffs = [paired_diffs(self.folder("dev", a), self.folder("dev", b)) or {} for a, b in heads]
+        for name in ("prompt_strict", "instruction_strict", "mean"):
+            cells = [fmt_ci(r["instruction_following"][name], r["instruction_following"]["ci"][name])
+                     for r in results.values()]  # fmt: skip
+            lines.append(
+                f"| {name.replace('_', '-')} | " + " | ".join(cells) + f" | {fmt_ci(floor[name], floor['ci'][name])} | "
+                + " | ".join(diff_cell(d.get(name)) for d in diffs) + " |"
+            )  # fmt: skip
+        hits = [f"{r['generation']['hit_token_limit']} / {r['generation']['answers']}" for r in results.values()]
+        lines.append("| answers at the token limit | " + " | ".join(hits) + " |" * (len(heads) + 1))
+        return lines
+
     def ours(self) -> list[str]:
         results, first, heads, header = self.section("test", ["rows", "figure"])
         if not results:
@@ -216,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines += [args.note, ""] if args.note else []
     report = Report(args.run, arms, diffs)
-    lines += report.ifeval() + report.ours()
+    lines += report.ifeval() + report.ours() + report.dev()
     args.output.mkdir(parents=True, exist_ok=True)
     for label in arms:
-        for kind in ("ifeval", "test"):
+        for kind in ("ifeval", "test", "dev"):
             src = report.folder(kind, label)
             if (src / "results.json").is_file():
                 (args.output / src.name).mkdir(exist_ok=True)
